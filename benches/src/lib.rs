@@ -1,0 +1,1 @@
+//! Shared helpers for Veza benches and load tools.

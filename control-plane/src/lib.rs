@@ -1,0 +1,1 @@
+//! Veza control plane.

@@ -1,0 +1,1 @@
+//! Veza media core: decode → resample → Opus → Ogg pages → zero-copy chunks, and waveforms.

@@ -1,0 +1,19 @@
+//! Compiles `veza.proto` with protox (pure Rust, no protoc) and generates tonic code.
+
+use std::{env, fs, path::PathBuf};
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let protos = ["veza.proto"];
+    let fds = protox::compile(protos, ["."])?;
+    let out = PathBuf::from(env::var("OUT_DIR")?);
+    fs::write(
+        out.join("veza_descriptor.bin"),
+        protox::prost::Message::encode_to_vec(&fds),
+    )?;
+    tonic_prost_build::configure()
+        .bytes(".veza.stream.AudioChunk.audio_data")
+        .compile_fds(fds)?;
+    println!("cargo:rerun-if-changed=veza.proto");
+    println!("cargo:rerun-if-changed=veza");
+    Ok(())
+}

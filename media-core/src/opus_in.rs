@@ -1,0 +1,275 @@
+//! Ogg Opus input: RFC 7845 headers parsed here, pages read with `ogg`, audio decoded by libopus.
+
+use std::io::{Read, Seek, SeekFrom};
+
+use ogg::PacketReader;
+
+use crate::error::{MediaError, Result};
+use crate::probe::{ProbeInfo, Tags};
+use crate::source::Measured;
+
+/// Opus always decodes at 48 kHz.
+pub const OPUS_RATE: u32 = 48_000;
+/// Largest Opus packet duration (120 ms at 48 kHz).
+const MAX_PACKET_FRAMES: usize = 5760;
+
+/// The fields of an `OpusHead` packet that decoding needs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct OpusHead {
+    pub channels: u8,
+    pub pre_skip: u16,
+    pub input_rate: u32,
+    pub gain: i16,
+}
+
+impl OpusHead {
+    /// Parses and validates an `OpusHead` packet (RFC 7845 §5.1).
+    pub fn parse(data: &[u8]) -> Result<OpusHead> {
+        if data.len() < 19 || !data.starts_with(b"OpusHead") {
+            return Err(MediaError::Malformed("missing OpusHead".into()));
+        }
+        if data[8] >> 4 != 0 {
+            return Err(MediaError::Unsupported(format!("OpusHead version {}", data[8])));
+        }
+        let head = OpusHead {
+            channels: data[9],
+            pre_skip: u16::from_le_bytes([data[10], data[11]]),
+            input_rate: u32::from_le_bytes([data[12], data[13], data[14], data[15]]),
+            gain: i16::from_le_bytes([data[16], data[17]]),
+        };
+        if head.channels == 0 {
+            return Err(MediaError::Malformed("OpusHead with zero channels".into()));
+        }
+        if data[18] != 0 && head.channels > 2 {
+            return Err(MediaError::Unsupported("multichannel Opus".into()));
+        }
+        Ok(head)
+    }
+
+    /// Serialises the header (channel mapping family 0).
+    pub fn to_bytes(self) -> Vec<u8> {
+        let mut v = Vec::with_capacity(19);
+        v.extend_from_slice(b"OpusHead");
+        v.push(1);
+        v.push(self.channels);
+        v.extend_from_slice(&self.pre_skip.to_le_bytes());
+        v.extend_from_slice(&self.input_rate.to_le_bytes());
+        v.extend_from_slice(&self.gain.to_le_bytes());
+        v.push(0);
+        v
+    }
+}
+
+/// Builds an `OpusTags` packet with a vendor string and the known tags.
+pub fn opus_tags(vendor: &str, tags: &Tags) -> Vec<u8> {
+    let comments: Vec<String> = [("TITLE", &tags.title), ("ARTIST", &tags.artist), ("ALBUM", &tags.album)]
+        .iter()
+        .filter_map(|(k, v)| v.as_ref().map(|v| format!("{k}={}", cap(v, 1024))))
+        .collect();
+    let mut out = b"OpusTags".to_vec();
+    push_str(&mut out, cap(vendor, 256));
+    out.extend_from_slice(&(comments.len() as u32).to_le_bytes());
+    for c in &comments {
+        push_str(&mut out, c);
+    }
+    out
+}
+
+/// At most `max` bytes of `s`, cut on a character boundary.
+fn cap(s: &str, max: usize) -> &str {
+    let mut end = s.len().min(max);
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
+}
+
+fn push_str(out: &mut Vec<u8>, s: &str) {
+    out.extend_from_slice(&(s.len() as u32).to_le_bytes());
+    out.extend_from_slice(s.as_bytes());
+}
+
+/// Reads the comments of an `OpusTags` packet; malformed tags are ignored, not fatal.
+pub fn parse_opus_tags(data: &[u8]) -> Tags {
+    let mut tags = Tags::default();
+    let Some(mut rest) = data.strip_prefix(b"OpusTags") else {
+        return tags;
+    };
+    let take = |rest: &mut &[u8]| -> Option<Vec<u8>> {
+        let len = u32::from_le_bytes(rest.get(..4)?.try_into().ok()?) as usize;
+        let body = rest.get(4..4usize.checked_add(len)?)?.to_vec();
+        *rest = &rest[4 + len..];
+        Some(body)
+    };
+    if take(&mut rest).is_none() {
+        return tags;
+    }
+    let Some(count) = rest.get(..4).and_then(|b| b.try_into().ok()).map(u32::from_le_bytes) else {
+        return tags;
+    };
+    rest = &rest[4..];
+    for _ in 0..count {
+        let Some(comment) = take(&mut rest) else { break };
+        let text = String::from_utf8_lossy(&comment);
+        if let Some((k, v)) = text.split_once('=') {
+            tags.set(k, v);
+        }
+    }
+    tags
+}
+
+/// True when `head` is the first page of an Ogg stream whose first packet is `OpusHead`.
+pub fn is_ogg_opus(head: &[u8]) -> bool {
+    if head.len() < 28 || !head.starts_with(b"OggS") {
+        return false;
+    }
+    let body = 27 + usize::from(head[26]);
+    head.get(body..body + 8) == Some(b"OpusHead")
+}
+
+/// Streaming Ogg Opus decoder with pre-skip and end trimming.
+pub struct OggOpusReader<R: Read + Seek> {
+    packets: PacketReader<R>,
+    decoder: opus::Decoder,
+    head: OpusHead,
+    serial: u32,
+    /// Samples (48 kHz, incl. pre-skip) decoded so far on the stream's granule timeline.
+    pos: u64,
+    pre_skip_left: usize,
+    first_audio_page: bool,
+    pcm: Vec<f32>,
+}
+
+impl<R: crate::source::Source> OggOpusReader<Measured<R>> {
+    /// Reads `OpusHead` and `OpusTags` and returns a reader positioned on the first audio packet.
+    pub fn open(src: Measured<R>) -> Result<(Self, ProbeInfo)> {
+        let byte_len = src.len();
+        let mut src = src;
+        let last_granule = last_granule(&mut src)?;
+        let mut packets = PacketReader::new(src);
+        let first = packets.read_packet()?.ok_or(MediaError::Truncated("no OpusHead".into()))?;
+        let head = OpusHead::parse(&first.data)?;
+        let serial = first.stream_serial();
+        let tags_packet = next_of(&mut packets, serial)?.ok_or(MediaError::Truncated("no OpusTags".into()))?;
+        if !tags_packet.starts_with(b"OpusTags") {
+            return Err(MediaError::Malformed("missing OpusTags".into()));
+        }
+        let channels = if head.channels == 1 { opus::Channels::Mono } else { opus::Channels::Stereo };
+        let mut decoder = opus::Decoder::new(OPUS_RATE, channels)?;
+        if head.gain != 0 {
+            decoder.set_gain(i32::from(head.gain))?;
+        }
+        let mut info = ProbeInfo {
+            codec: "opus".into(),
+            container: "ogg".into(),
+            sample_rate: OPUS_RATE,
+            channels: u16::from(head.channels.min(2)),
+            frames: last_granule.saturating_sub(u64::from(head.pre_skip)),
+            duration_ms: 0,
+            bitrate_bps: 0,
+            byte_len,
+            tags: parse_opus_tags(&tags_packet),
+        };
+        info.derive_rates();
+        let reader = OggOpusReader {
+            packets,
+            decoder,
+            head,
+            serial,
+            pos: 0,
+            pre_skip_left: usize::from(head.pre_skip),
+            first_audio_page: true,
+            pcm: vec![0.0; MAX_PACKET_FRAMES * usize::from(head.channels.min(2))],
+        };
+        Ok((reader, info))
+    }
+}
+
+impl<R: Read + Seek> OggOpusReader<R> {
+    /// Decodes the next packet into `out` (interleaved f32); `false` at the end.
+    pub fn next(&mut self, out: &mut Vec<f32>) -> Result<bool> {
+        let mut bad = 0u32;
+        loop {
+            let Some(packet) = self.packets.read_packet()? else {
+                return Ok(false);
+            };
+            if packet.stream_serial() != self.serial || packet.data.is_empty() {
+                continue;
+            }
+            let ch = usize::from(self.head.channels.min(2));
+            let frames = match self.decoder.decode_float(&packet.data, &mut self.pcm, false) {
+                Ok(n) => n,
+                Err(e) => {
+                    bad += 1;
+                    if bad > 32 {
+                        return Err(e.into());
+                    }
+                    continue;
+                }
+            };
+            let keep = self.trim_end(frames, &packet);
+            let skip = self.pre_skip_left.min(keep);
+            self.pre_skip_left -= skip;
+            out.clear();
+            out.extend_from_slice(&self.pcm[skip * ch..keep * ch]);
+            if !out.is_empty() {
+                return Ok(true);
+            }
+        }
+    }
+
+    /// Advances the granule position; returns how many of `frames` are inside the stream.
+    fn trim_end(&mut self, frames: usize, packet: &ogg::Packet) -> usize {
+        let granule = packet.absgp_page();
+        let mut keep = frames;
+        if packet.last_in_stream() {
+            keep = frames.min(granule.saturating_sub(self.pos) as usize);
+        }
+        self.pos += frames as u64;
+        if packet.last_in_page() && self.first_audio_page {
+            // A stream cut from the middle starts later on the granule timeline (RFC 7845 §4.5).
+            self.first_audio_page = false;
+            self.pos = self.pos.max(granule);
+        }
+        keep
+    }
+}
+
+/// The next packet of `serial`, skipping other logical streams.
+fn next_of<R: Read + Seek>(packets: &mut PacketReader<R>, serial: u32) -> Result<Option<Vec<u8>>> {
+    while let Some(p) = packets.read_packet()? {
+        if p.stream_serial() == serial {
+            return Ok(Some(p.data));
+        }
+    }
+    Ok(None)
+}
+
+/// Granule of the last page, found by scanning the file's tail for `OggS`.
+fn last_granule<R: crate::source::Source>(src: &mut Measured<R>) -> Result<u64> {
+    let len = src.len();
+    let start = len.saturating_sub(64 * 1024);
+    src.seek(SeekFrom::Start(start))?;
+    let mut tail = Vec::new();
+    src.by_ref().take(64 * 1024).read_to_end(&mut tail)?;
+    src.seek(SeekFrom::Start(0))?;
+    let mut best = 0;
+    let mut i = 0;
+    while let Some(found) = find_capture(&tail, i) {
+        match crate::ogg::parse_page(&tail, found) {
+            Some(page) => {
+                if page.granule != u64::MAX {
+                    best = page.granule;
+                }
+                i = found + page.len;
+            }
+            None => i = found + 1,
+        }
+    }
+    Ok(best)
+}
+
+fn find_capture(data: &[u8], from: usize) -> Option<usize> {
+    let rest = data.get(from..)?;
+    rest.windows(4).position(|w| w == b"OggS").map(|p| p + from)
+}

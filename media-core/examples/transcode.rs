@@ -9,7 +9,10 @@ fn main() -> ExitCode {
     match parse(std::env::args().skip(1).collect()) {
         Ok(opts) => match run(&opts) {
             Ok(report) => {
-                println!("{}", serde_json::to_string_pretty(&report).unwrap_or_default());
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&report).unwrap_or_default()
+                );
                 ExitCode::SUCCESS
             }
             Err(e) => {
@@ -35,9 +38,14 @@ fn parse(args: Vec<String>) -> Result<TranscodeOptions, String> {
             "--out" => out = it.next(),
             "--bitrates" => {
                 let list = it.next().ok_or(usage)?;
-                opts.bitrates_kbps = list.split(',').map(|b| b.trim().parse().map_err(|_| usage.to_string())).collect::<Result<_, _>>()?;
+                opts.bitrates_kbps = list
+                    .split(',')
+                    .map(|b| b.trim().parse().map_err(|_| usage.to_string()))
+                    .collect::<Result<_, _>>()?;
             }
-            "--samples-per-pixel" => opts.samples_per_pixel = it.next().and_then(|v| v.parse().ok()).ok_or(usage)?,
+            "--samples-per-pixel" => {
+                opts.samples_per_pixel = it.next().and_then(|v| v.parse().ok()).ok_or(usage)?
+            }
             "--bits" => opts.waveform_bits = it.next().and_then(|v| v.parse().ok()).ok_or(usage)?,
             "--sequential" => opts.parallel = false,
             _ if input.is_none() && !arg.starts_with("--") => input = Some(arg),

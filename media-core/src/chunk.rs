@@ -58,9 +58,20 @@ impl Chunker {
     /// Chunks of about `chunk_ms` starting at the page holding `start_ms`.
     /// The first chunk starts with the header pages, so every stream is a valid Ogg Opus file.
     pub fn new(data: Bytes, index: Arc<SeekIndex>, start_ms: u64, chunk_ms: u32) -> Chunker {
-        let next_page = if start_ms == 0 { 0 } else { index.page_for_ms(start_ms) };
+        let next_page = if start_ms == 0 {
+            0
+        } else {
+            index.page_for_ms(start_ms)
+        };
         let chunk_frames = u64::from(chunk_ms.max(1)) * u64::from(index.sample_rate) / 1000;
-        Chunker { data, index, chunk_frames, next_page, next_index: 0, pending_headers: true }
+        Chunker {
+            data,
+            index,
+            chunk_frames,
+            next_page,
+            next_index: 0,
+            pending_headers: true,
+        }
     }
 
     fn chunk(&mut self, data: Bytes, timestamp_ms: u64) -> AudioChunk {

@@ -38,7 +38,7 @@ impl Decoder {
     pub fn open<R: Source + 'static>(source: R) -> Result<Decoder> {
         let boxed: Box<dyn Source> = Box::new(source);
         let mut src = Measured::new(boxed)?;
-        if src.len() == 0 {
+        if src.is_empty() {
             return Err(MediaError::Empty);
         }
         let head = read_head(&mut src)?;
@@ -50,7 +50,13 @@ impl Decoder {
             (Backend::Symphonia(backend), info)
         };
         check_layout(&info)?;
-        Ok(Decoder { backend, info, raw: Vec::new(), mixed: Vec::new(), decoded_frames: 0 })
+        Ok(Decoder {
+            backend,
+            info,
+            raw: Vec::new(),
+            mixed: Vec::new(),
+            decoded_frames: 0,
+        })
     }
 
     /// What the headers said.
@@ -97,7 +103,11 @@ impl Decoder {
         if self.decoded_frames == 0 {
             return Err(MediaError::Malformed("no audio could be decoded".into()));
         }
-        let want = self.info.frames;
+        let offset = match &self.backend {
+            Backend::Opus(b) => b.start_offset(),
+            Backend::Symphonia(_) => 0,
+        };
+        let want = self.info.frames.saturating_sub(offset);
         if want > 0 && self.decoded_frames + want / 20 + 8192 < want {
             return Err(MediaError::Truncated(format!(
                 "decoded {} of {} frames",
@@ -124,7 +134,10 @@ fn check_layout(info: &ProbeInfo) -> Result<()> {
         return Err(MediaError::Limit(format!("{} channels", info.channels)));
     }
     if !(1000..=768_000).contains(&info.sample_rate) {
-        return Err(MediaError::Unsupported(format!("sample rate {}", info.sample_rate)));
+        return Err(MediaError::Unsupported(format!(
+            "sample rate {}",
+            info.sample_rate
+        )));
     }
     Ok(())
 }
@@ -201,7 +214,14 @@ impl SymphoniaBackend {
             tags: read_tags(format.as_mut()),
         };
         info.derive_rates();
-        Ok((SymphoniaBackend { format, decoder, track_id }, info))
+        Ok((
+            SymphoniaBackend {
+                format,
+                decoder,
+                track_id,
+            },
+            info,
+        ))
     }
 
     /// Decodes the next packet of our track into `raw`; `false` at the end.
@@ -243,10 +263,8 @@ fn codec_name(
     params: &symphonia::core::codecs::audio::AudioCodecParameters,
 ) -> String {
     let name = decoder.codec_info().short_name;
-    if name.starts_with("pcm") {
-        if let Some(fmt) = params.sample_format {
-            return format!("pcm_{fmt:?}").to_ascii_lowercase();
-        }
+    if let (true, Some(fmt)) = (name.starts_with("pcm"), params.sample_format) {
+        return format!("pcm_{fmt:?}").to_ascii_lowercase();
     }
     name.to_owned()
 }
@@ -265,7 +283,11 @@ fn read_tags(format: &mut dyn FormatReader) -> Tags {
 }
 
 fn collect_tags(rev: &MetadataRevision, tags: &mut Tags) {
-    let all = rev.media.tags.iter().chain(rev.per_track.iter().flat_map(|t| t.metadata.tags.iter()));
+    let all = rev
+        .media
+        .tags
+        .iter()
+        .chain(rev.per_track.iter().flat_map(|t| t.metadata.tags.iter()));
     for tag in all {
         match &tag.std {
             Some(StandardTag::TrackTitle(v)) => tags.set("TITLE", v),

@@ -33,10 +33,17 @@ impl OpusEncoder {
         let layout = match channels {
             1 => opus::Channels::Mono,
             2 => opus::Channels::Stereo,
-            n => return Err(MediaError::InvalidArgument(format!("{n} channels for Opus"))),
+            n => {
+                return Err(MediaError::InvalidArgument(format!(
+                    "{n} channels for Opus"
+                )));
+            }
         };
         if !(6..=510).contains(&settings.bitrate_kbps) {
-            return Err(MediaError::InvalidArgument(format!("{} kbps", settings.bitrate_kbps)));
+            return Err(MediaError::InvalidArgument(format!(
+                "{} kbps",
+                settings.bitrate_kbps
+            )));
         }
         let mut enc = opus::Encoder::new(48_000, layout, opus::Application::Audio)?;
         enc.set_bitrate(opus::Bitrate::Bits(settings.bitrate_kbps as i32 * 1000))?;
@@ -66,7 +73,11 @@ impl OpusEncoder {
     }
 
     /// Encodes every complete 20 ms frame; `sink` gets each packet.
-    pub fn push(&mut self, mut pcm: &[f32], sink: &mut impl FnMut(&[u8]) -> Result<()>) -> Result<()> {
+    pub fn push(
+        &mut self,
+        mut pcm: &[f32],
+        sink: &mut impl FnMut(&[u8]) -> Result<()>,
+    ) -> Result<()> {
         let frame_len = FRAME * self.channels;
         self.frames_in += (pcm.len() / self.channels) as u64;
         if !self.frame.is_empty() {

@@ -26,12 +26,19 @@ pub struct SeekIndex {
 
 impl SeekIndex {
     pub(crate) fn new(header_len: u64, pre_skip: u16, channels: u16) -> Self {
-        SeekIndex { header_len, pre_skip, channels, sample_rate: OPUS_RATE, pages: Vec::new() }
+        SeekIndex {
+            header_len,
+            pre_skip,
+            channels,
+            sample_rate: OPUS_RATE,
+            pages: Vec::new(),
+        }
     }
 
     /// Rebuilds the index of an Ogg Opus file held in memory (e.g. read back from storage).
     pub fn from_ogg(data: &[u8]) -> Result<SeekIndex> {
-        let pages = parse_pages(data).ok_or_else(|| MediaError::Malformed("bad Ogg page".into()))?;
+        let pages =
+            parse_pages(data).ok_or_else(|| MediaError::Malformed("bad Ogg page".into()))?;
         let first = pages.first().ok_or(MediaError::Empty)?;
         if first.flags & FLAG_BOS == 0 {
             return Err(MediaError::Malformed("first page is not BOS".into()));
@@ -43,7 +50,9 @@ impl SeekIndex {
         let mut done = 1;
         let mut i = 1;
         while done < 2 {
-            let page = pages.get(i).ok_or_else(|| MediaError::Truncated("no OpusTags".into()))?;
+            let page = pages
+                .get(i)
+                .ok_or_else(|| MediaError::Truncated("no OpusTags".into()))?;
             done += page.packets_ending;
             i += 1;
         }
@@ -51,7 +60,10 @@ impl SeekIndex {
         let mut index = SeekIndex::new(header_len, head.pre_skip, u16::from(head.channels));
         index.pages = pages[i..]
             .iter()
-            .map(|p| PageEntry { offset: p.offset as u64, granule: p.granule })
+            .map(|p| PageEntry {
+                offset: p.offset as u64,
+                granule: p.granule,
+            })
             .collect();
         Ok(index)
     }
@@ -76,7 +88,9 @@ impl SeekIndex {
 
     /// Playable samples per channel at 48 kHz.
     pub fn total_frames(&self) -> u64 {
-        self.pages.last().map_or(0, |p| p.granule.saturating_sub(u64::from(self.pre_skip)))
+        self.pages
+            .last()
+            .map_or(0, |p| p.granule.saturating_sub(u64::from(self.pre_skip)))
     }
 
     /// Index of the page that holds media time `start_ms` (the last page if past the end).

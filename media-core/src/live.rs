@@ -31,7 +31,12 @@ pub struct LiveOptions {
 
 impl Default for LiveOptions {
     fn default() -> Self {
-        LiveOptions { bitrate_kbps: 64, complexity: DEFAULT_COMPLEXITY, page_ms: 100, tags: Tags::default() }
+        LiveOptions {
+            bitrate_kbps: 64,
+            complexity: DEFAULT_COMPLEXITY,
+            page_ms: 100,
+            tags: Tags::default(),
+        }
     }
 }
 
@@ -55,27 +60,49 @@ impl LiveEncoder {
     /// Starts a live stream. The header pages are available at once via [`LiveEncoder::headers`].
     pub fn new(input: LiveInput, opts: &LiveOptions) -> Result<LiveEncoder> {
         if opts.page_ms == 0 || opts.page_ms > LIVE_CHUNK_MS {
-            return Err(MediaError::InvalidArgument("live page_ms must be 1–200".into()));
+            return Err(MediaError::InvalidArgument(
+                "live page_ms must be 1–200".into(),
+            ));
         }
         let (channels, pre_skip, rate, resampler, encoder) = match input {
-            LiveInput::PcmS16le { sample_rate, channels } => {
-                if channels == 0 || channels > crate::decode::MAX_CHANNELS || !(8000..=192_000).contains(&sample_rate) {
-                    return Err(MediaError::InvalidArgument(format!("{channels} channels at {sample_rate} Hz")));
+            LiveInput::PcmS16le {
+                sample_rate,
+                channels,
+            } => {
+                if channels == 0
+                    || channels > crate::decode::MAX_CHANNELS
+                    || !(8000..=192_000).contains(&sample_rate)
+                {
+                    return Err(MediaError::InvalidArgument(format!(
+                        "{channels} channels at {sample_rate} Hz"
+                    )));
                 }
                 let out_ch = channels.min(2);
-                let settings = EncoderSettings { bitrate_kbps: opts.bitrate_kbps, complexity: opts.complexity };
+                let settings = EncoderSettings {
+                    bitrate_kbps: opts.bitrate_kbps,
+                    complexity: opts.complexity,
+                };
                 let enc = OpusEncoder::new(usize::from(out_ch), settings)?;
                 let rs = Resampler::new(sample_rate, usize::from(out_ch), LIVE_CHUNK)?;
                 (out_ch, enc.pre_skip(), sample_rate, Some(rs), Some(enc))
             }
             LiveInput::Opus { channels, pre_skip } => {
                 if !(1..=2).contains(&channels) {
-                    return Err(MediaError::InvalidArgument("Opus live input is mono or stereo".into()));
+                    return Err(MediaError::InvalidArgument(
+                        "Opus live input is mono or stereo".into(),
+                    ));
                 }
                 (channels, pre_skip, OPUS_RATE, None, None)
             }
         };
-        let muxer = OggOpusMuxer::new(channels as u8, pre_skip, rate, opts.page_ms, &opts.tags, 0x5645_5a4c);
+        let muxer = OggOpusMuxer::new(
+            channels as u8,
+            pre_skip,
+            rate,
+            opts.page_ms,
+            &opts.tags,
+            0x5645_5a4c,
+        );
         let headers = Bytes::copy_from_slice(muxer.headers());
         Ok(LiveEncoder {
             input,
@@ -109,14 +136,17 @@ impl LiveEncoder {
     /// Feeds pcm_s16le bytes (any split, even mid-sample); returns the pages completed.
     pub fn push_pcm(&mut self, bytes: &[u8]) -> Result<Vec<AudioChunk>> {
         let LiveInput::PcmS16le { channels, .. } = self.input else {
-            return Err(MediaError::InvalidArgument("this stream takes Opus packets".into()));
+            return Err(MediaError::InvalidArgument(
+                "this stream takes Opus packets".into(),
+            ));
         };
         let frame_bytes = 2 * usize::from(channels);
         self.carry.extend_from_slice(bytes);
         let whole = self.carry.len() / frame_bytes * frame_bytes;
         self.floats.clear();
         for s in self.carry[..whole].chunks_exact(2) {
-            self.floats.push(f32::from(i16::from_le_bytes([s[0], s[1]])) / 32768.0);
+            self.floats
+                .push(f32::from(i16::from_le_bytes([s[0], s[1]])) / 32768.0);
         }
         self.carry.drain(..whole);
         let mut mixed = std::mem::take(&mut self.floats);
@@ -132,7 +162,9 @@ impl LiveEncoder {
     /// Feeds one raw Opus packet; returns the pages completed.
     pub fn push_opus_packet(&mut self, packet: &[u8]) -> Result<Vec<AudioChunk>> {
         if !matches!(self.input, LiveInput::Opus { .. }) {
-            return Err(MediaError::InvalidArgument("this stream takes pcm_s16le".into()));
+            return Err(MediaError::InvalidArgument(
+                "this stream takes pcm_s16le".into(),
+            ));
         }
         let frames = opus::packet::get_nb_samples(packet, OPUS_RATE)
             .map_err(|e| MediaError::Malformed(format!("Opus packet: {e}")))?;
@@ -153,7 +185,8 @@ impl LiveEncoder {
             }
             _ => self.muxer.granule(),
         };
-        self.muxer.flush(FLAG_EOS, Some(end.max(self.muxer.granule().min(end))));
+        self.muxer
+            .flush(FLAG_EOS, Some(end.max(self.muxer.granule().min(end))));
         Ok(self.drain_pages())
     }
 
@@ -181,7 +214,11 @@ impl LiveEncoder {
         for page in pages {
             let start = self.granule_start(page.granule, &bytes, &page);
             let ts = start.saturating_sub(u64::from(self.pre_skip())) * 1000 / u64::from(OPUS_RATE);
-            let chunk = self.make_chunk(self.next_index, ts, bytes.slice(page.offset..page.offset + page.len));
+            let chunk = self.make_chunk(
+                self.next_index,
+                ts,
+                bytes.slice(page.offset..page.offset + page.len),
+            );
             self.next_index += 1;
             self.last = Some(chunk.clone());
             out.push(chunk);
@@ -206,14 +243,23 @@ impl LiveEncoder {
     }
 
     fn make_chunk(&self, index: u64, timestamp_ms: u64, data: Bytes) -> AudioChunk {
-        AudioChunk { index, timestamp_ms, sample_rate: OPUS_RATE, channels: self.channels, codec: Codec::Opus, data }
+        AudioChunk {
+            index,
+            timestamp_ms,
+            sample_rate: OPUS_RATE,
+            channels: self.channels,
+            codec: Codec::Opus,
+            data,
+        }
     }
 }
 
 fn downmix_to_stereo(input: &[f32], channels: usize) -> Vec<f32> {
     let mut out = Vec::with_capacity(input.len() / channels * 2);
     for frame in input.chunks_exact(channels) {
-        let (l, r) = frame.iter().enumerate().fold((0.0, 0.0), |(l, r), (i, s)| if i % 2 == 0 { (l + s, r) } else { (l, r + s) });
+        let (l, r) = frame.iter().enumerate().fold((0.0, 0.0), |(l, r), (i, s)| {
+            if i % 2 == 0 { (l + s, r) } else { (l, r + s) }
+        });
         let n = channels as f32 / 2.0;
         out.push(l / n);
         out.push(r / n);

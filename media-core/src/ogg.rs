@@ -22,7 +22,11 @@ const fn crc_table() -> [u32; 256] {
         let mut r = (i as u32) << 24;
         let mut j = 0;
         while j < 8 {
-            r = if r & 0x8000_0000 != 0 { (r << 1) ^ 0x04c1_1db7 } else { r << 1 };
+            r = if r & 0x8000_0000 != 0 {
+                (r << 1) ^ 0x04c1_1db7
+            } else {
+                r << 1
+            };
             j += 1;
         }
         table[i] = r;
@@ -33,7 +37,9 @@ const fn crc_table() -> [u32; 256] {
 
 /// The Ogg CRC-32 (polynomial 0x04c11db7, no reflection, zero init).
 pub fn crc32(data: &[u8]) -> u32 {
-    data.iter().fold(0u32, |crc, &b| (crc << 8) ^ CRC_TABLE[((crc >> 24) as u8 ^ b) as usize])
+    data.iter().fold(0u32, |crc, &b| {
+        (crc << 8) ^ CRC_TABLE[((crc >> 24) as u8 ^ b) as usize]
+    })
 }
 
 /// One parsed page header.
@@ -115,7 +121,14 @@ pub fn page_packets(data: &[u8], page: &PageInfo) -> Vec<std::ops::Range<usize>>
 }
 
 /// Writes one page holding whole packets.
-fn write_page(out: &mut Vec<u8>, flags: u8, granule: u64, serial: u32, seq: u32, packets: &[&[u8]]) {
+fn write_page(
+    out: &mut Vec<u8>,
+    flags: u8,
+    granule: u64,
+    serial: u32,
+    seq: u32,
+    packets: &[&[u8]],
+) {
     let start = out.len();
     out.extend_from_slice(b"OggS");
     out.push(0);
@@ -167,8 +180,21 @@ pub struct OggOpusMuxer {
 
 impl OggOpusMuxer {
     /// Writes the two header pages. `page_ms` is the audio duration per page.
-    pub fn new(channels: u8, pre_skip: u16, input_rate: u32, page_ms: u32, tags: &Tags, serial: u32) -> Self {
-        let head = OpusHead { channels, pre_skip, input_rate, gain: 0 }.to_bytes();
+    pub fn new(
+        channels: u8,
+        pre_skip: u16,
+        input_rate: u32,
+        page_ms: u32,
+        tags: &Tags,
+        serial: u32,
+    ) -> Self {
+        let head = OpusHead {
+            channels,
+            pre_skip,
+            input_rate,
+            gain: 0,
+        }
+        .to_bytes();
         let comments = crate::opus_in::opus_tags(VENDOR, tags);
         let mut out = Vec::with_capacity(64 * 1024);
         write_page(&mut out, FLAG_BOS, 0, serial, 0, &[&head]);
@@ -176,7 +202,7 @@ impl OggOpusMuxer {
         let seq = parse_pages(&out).map_or(2, |p| p.len() as u32);
         let index = SeekIndex::new(out.len() as u64, pre_skip, u16::from(channels));
         OggOpusMuxer {
-            taken: 0,
+            taken: out.len(),
             out,
             serial,
             seq,
@@ -197,7 +223,10 @@ impl OggOpusMuxer {
     /// Queues one packet of `frames` 48 kHz samples; flushes a page when it is full.
     pub fn push(&mut self, packet: &[u8], frames: u64) -> crate::Result<()> {
         if packet.len() > MAX_PACKET {
-            return Err(crate::MediaError::Limit(format!("Opus packet of {} bytes", packet.len())));
+            return Err(crate::MediaError::Limit(format!(
+                "Opus packet of {} bytes",
+                packet.len()
+            )));
         }
         let segs: usize = self.pending_lens.iter().map(|&l| segments(l)).sum();
         if segs + segments(packet.len()) > 255 {
@@ -225,8 +254,18 @@ impl OggOpusMuxer {
             at += len;
         }
         let offset = self.out.len() as u64;
-        write_page(&mut self.out, flags, self.granule, self.serial, self.seq, &packets);
-        self.index.pages.push(PageEntry { offset, granule: self.granule });
+        write_page(
+            &mut self.out,
+            flags,
+            self.granule,
+            self.serial,
+            self.seq,
+            &packets,
+        );
+        self.index.pages.push(PageEntry {
+            offset,
+            granule: self.granule,
+        });
         self.seq += 1;
         self.pending.clear();
         self.pending_lens.clear();

@@ -29,7 +29,10 @@ impl OpusHead {
             return Err(MediaError::Malformed("missing OpusHead".into()));
         }
         if data[8] >> 4 != 0 {
-            return Err(MediaError::Unsupported(format!("OpusHead version {}", data[8])));
+            return Err(MediaError::Unsupported(format!(
+                "OpusHead version {}",
+                data[8]
+            )));
         }
         let head = OpusHead {
             channels: data[9],
@@ -62,10 +65,14 @@ impl OpusHead {
 
 /// Builds an `OpusTags` packet with a vendor string and the known tags.
 pub fn opus_tags(vendor: &str, tags: &Tags) -> Vec<u8> {
-    let comments: Vec<String> = [("TITLE", &tags.title), ("ARTIST", &tags.artist), ("ALBUM", &tags.album)]
-        .iter()
-        .filter_map(|(k, v)| v.as_ref().map(|v| format!("{k}={}", cap(v, 1024))))
-        .collect();
+    let comments: Vec<String> = [
+        ("TITLE", &tags.title),
+        ("ARTIST", &tags.artist),
+        ("ALBUM", &tags.album),
+    ]
+    .iter()
+    .filter_map(|(k, v)| v.as_ref().map(|v| format!("{k}={}", cap(v, 1024))))
+    .collect();
     let mut out = b"OpusTags".to_vec();
     push_str(&mut out, cap(vendor, 256));
     out.extend_from_slice(&(comments.len() as u32).to_le_bytes());
@@ -104,12 +111,18 @@ pub fn parse_opus_tags(data: &[u8]) -> Tags {
     if take(&mut rest).is_none() {
         return tags;
     }
-    let Some(count) = rest.get(..4).and_then(|b| b.try_into().ok()).map(u32::from_le_bytes) else {
+    let Some(count) = rest
+        .get(..4)
+        .and_then(|b| b.try_into().ok())
+        .map(u32::from_le_bytes)
+    else {
         return tags;
     };
     rest = &rest[4..];
     for _ in 0..count {
-        let Some(comment) = take(&mut rest) else { break };
+        let Some(comment) = take(&mut rest) else {
+            break;
+        };
         let text = String::from_utf8_lossy(&comment);
         if let Some((k, v)) = text.split_once('=') {
             tags.set(k, v);
@@ -137,6 +150,7 @@ pub struct OggOpusReader<R: Read + Seek> {
     pos: u64,
     pre_skip_left: usize,
     first_audio_page: bool,
+    start_offset: u64,
     pcm: Vec<f32>,
 }
 
@@ -147,14 +161,21 @@ impl<R: crate::source::Source> OggOpusReader<Measured<R>> {
         let mut src = src;
         let last_granule = last_granule(&mut src)?;
         let mut packets = PacketReader::new(src);
-        let first = packets.read_packet()?.ok_or(MediaError::Truncated("no OpusHead".into()))?;
+        let first = packets
+            .read_packet()?
+            .ok_or(MediaError::Truncated("no OpusHead".into()))?;
         let head = OpusHead::parse(&first.data)?;
         let serial = first.stream_serial();
-        let tags_packet = next_of(&mut packets, serial)?.ok_or(MediaError::Truncated("no OpusTags".into()))?;
+        let tags_packet =
+            next_of(&mut packets, serial)?.ok_or(MediaError::Truncated("no OpusTags".into()))?;
         if !tags_packet.starts_with(b"OpusTags") {
             return Err(MediaError::Malformed("missing OpusTags".into()));
         }
-        let channels = if head.channels == 1 { opus::Channels::Mono } else { opus::Channels::Stereo };
+        let channels = if head.channels == 1 {
+            opus::Channels::Mono
+        } else {
+            opus::Channels::Stereo
+        };
         let mut decoder = opus::Decoder::new(OPUS_RATE, channels)?;
         if head.gain != 0 {
             decoder.set_gain(i32::from(head.gain))?;
@@ -179,6 +200,7 @@ impl<R: crate::source::Source> OggOpusReader<Measured<R>> {
             pos: 0,
             pre_skip_left: usize::from(head.pre_skip),
             first_audio_page: true,
+            start_offset: 0,
             pcm: vec![0.0; MAX_PACKET_FRAMES * usize::from(head.channels.min(2))],
         };
         Ok((reader, info))
@@ -197,7 +219,10 @@ impl<R: Read + Seek> OggOpusReader<R> {
                 continue;
             }
             let ch = usize::from(self.head.channels.min(2));
-            let frames = match self.decoder.decode_float(&packet.data, &mut self.pcm, false) {
+            let frames = match self
+                .decoder
+                .decode_float(&packet.data, &mut self.pcm, false)
+            {
                 Ok(n) => n,
                 Err(e) => {
                     bad += 1;
@@ -218,6 +243,11 @@ impl<R: Read + Seek> OggOpusReader<R> {
         }
     }
 
+    /// Samples before the first page when the stream was cut from a later point (0 otherwise).
+    pub fn start_offset(&self) -> u64 {
+        self.start_offset
+    }
+
     /// Advances the granule position; returns how many of `frames` are inside the stream.
     fn trim_end(&mut self, frames: usize, packet: &ogg::Packet) -> usize {
         let granule = packet.absgp_page();
@@ -229,6 +259,7 @@ impl<R: Read + Seek> OggOpusReader<R> {
         if packet.last_in_page() && self.first_audio_page {
             // A stream cut from the middle starts later on the granule timeline (RFC 7845 §4.5).
             self.first_audio_page = false;
+            self.start_offset = granule.saturating_sub(self.pos);
             self.pos = self.pos.max(granule);
         }
         keep

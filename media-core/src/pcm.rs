@@ -53,8 +53,17 @@ pub struct PcmChunks {
 
 impl PcmChunks {
     /// Decodes `data` (an Ogg Opus rendition indexed by `index`) into chunks of ~`chunk_ms`.
-    pub fn new(data: Bytes, index: Arc<SeekIndex>, start_ms: u64, chunk_ms: u32) -> Result<PcmChunks> {
-        let first = if start_ms == 0 { 0 } else { index.page_for_ms(start_ms) };
+    pub fn new(
+        data: Bytes,
+        index: Arc<SeekIndex>,
+        start_ms: u64,
+        chunk_ms: u32,
+    ) -> Result<PcmChunks> {
+        let first = if start_ms == 0 {
+            0
+        } else {
+            index.page_for_ms(start_ms)
+        };
         let header = data.slice(..(index.header_len as usize).min(data.len()));
         let from = (index.page_offset(first, data.len() as u64) as usize).min(data.len());
         let concat = Concat::new(header, data.slice(from..));
@@ -96,11 +105,10 @@ impl Iterator for PcmChunks {
     type Item = Result<AudioChunk>;
 
     fn next(&mut self) -> Option<Result<AudioChunk>> {
-        if !self.done {
-            if let Err(e) = self.fill() {
-                self.done = true;
-                return Some(Err(e));
-            }
+        let filled = if self.done { Ok(()) } else { self.fill() };
+        if let Err(e) = filled {
+            self.done = true;
+            return Some(Err(e));
         }
         if self.buf.is_empty() {
             return None;
@@ -131,7 +139,10 @@ pub struct Concat {
 
 impl Concat {
     pub fn new(a: Bytes, b: Bytes) -> Concat {
-        Concat { parts: [a, b], pos: 0 }
+        Concat {
+            parts: [a, b],
+            pos: 0,
+        }
     }
 
     fn len(&self) -> u64 {
@@ -142,7 +153,11 @@ impl Concat {
 impl Read for Concat {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
         let first = self.parts[0].len() as u64;
-        let (part, at) = if self.pos < first { (&self.parts[0], self.pos) } else { (&self.parts[1], self.pos - first) };
+        let (part, at) = if self.pos < first {
+            (&self.parts[0], self.pos)
+        } else {
+            (&self.parts[1], self.pos - first)
+        };
         let at = (at as usize).min(part.len());
         let n = buf.len().min(part.len() - at);
         buf[..n].copy_from_slice(&part[at..at + n]);
@@ -158,7 +173,9 @@ impl Seek for Concat {
             SeekFrom::End(d) => self.len().checked_add_signed(d),
             SeekFrom::Current(d) => self.pos.checked_add_signed(d),
         };
-        self.pos = target.ok_or_else(|| std::io::Error::new(std::io::ErrorKind::InvalidInput, "seek before start"))?;
+        self.pos = target.ok_or_else(|| {
+            std::io::Error::new(std::io::ErrorKind::InvalidInput, "seek before start")
+        })?;
         Ok(self.pos)
     }
 }

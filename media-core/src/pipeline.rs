@@ -148,21 +148,25 @@ fn check_options(opts: &IngestOptions) -> Result<()> {
         return Err(MediaError::InvalidArgument("1 to 16 bitrates".into()));
     }
     if !(20..=1000).contains(&opts.page_ms) {
-        return Err(MediaError::InvalidArgument("page_ms must be 20–1000".into()));
+        return Err(MediaError::InvalidArgument(
+            "page_ms must be 20–1000".into(),
+        ));
     }
     Ok(())
 }
 
-fn send_batch(encoders: &mut Encoders, batch: &mut Vec<f32>, pcm: Option<&mut Vec<u8>>) -> Result<()> {
+fn send_batch(
+    encoders: &mut Encoders,
+    batch: &mut Vec<f32>,
+    pcm: Option<&mut Vec<u8>>,
+) -> Result<()> {
     if batch.is_empty() {
         return Ok(());
     }
     if let Some(pcm) = pcm {
         crate::pcm::f32_to_s16le(batch, pcm);
     }
-    encoders.push(batch)?;
-    batch.clear();
-    Ok(())
+    encoders.push(batch)
 }
 
 /// One rendition's encoder and muxer.
@@ -174,37 +178,75 @@ struct Lane {
 }
 
 impl Lane {
-    fn new(channels: usize, probe: &ProbeInfo, opts: &IngestOptions, kbps: u32, serial: u32) -> Result<Lane> {
-        let encoder = OpusEncoder::new(channels, EncoderSettings { bitrate_kbps: kbps, complexity: opts.complexity })?;
+    fn new(
+        channels: usize,
+        probe: &ProbeInfo,
+        opts: &IngestOptions,
+        kbps: u32,
+        serial: u32,
+    ) -> Result<Lane> {
+        let encoder = OpusEncoder::new(
+            channels,
+            EncoderSettings {
+                bitrate_kbps: kbps,
+                complexity: opts.complexity,
+            },
+        )?;
         let tags: &Tags = &probe.tags;
-        let muxer = OggOpusMuxer::new(channels as u8, encoder.pre_skip(), probe.sample_rate, opts.page_ms, tags, serial);
-        Ok(Lane { bitrate_kbps: kbps, encoder, muxer, busy: Duration::ZERO })
+        let muxer = OggOpusMuxer::new(
+            channels as u8,
+            encoder.pre_skip(),
+            probe.sample_rate,
+            opts.page_ms,
+            tags,
+            serial,
+        );
+        Ok(Lane {
+            bitrate_kbps: kbps,
+            encoder,
+            muxer,
+            busy: Duration::ZERO,
+        })
     }
 
     fn push(&mut self, pcm: &[f32]) -> Result<()> {
         let t = Instant::now();
         let muxer = &mut self.muxer;
-        self.encoder.push(pcm, &mut |p| muxer.push(p, crate::encode::FRAME as u64))?;
+        self.encoder
+            .push(pcm, &mut |p| muxer.push(p, crate::encode::FRAME as u64))?;
         self.busy += t.elapsed();
         Ok(())
     }
 
-    fn finish(mut self) -> Result<(Rendition, Duration, u64)> {
+    fn finish(mut self) -> LaneResult {
         let t = Instant::now();
         let muxer = &mut self.muxer;
-        self.encoder.finish(&mut |p| muxer.push(p, crate::encode::FRAME as u64))?;
+        self.encoder
+            .finish(&mut |p| muxer.push(p, crate::encode::FRAME as u64))?;
         let frames = self.encoder.frames_in();
         let end = frames + u64::from(self.encoder.pre_skip());
         let (data, index) = self.muxer.finish(end);
-        let rendition = Rendition { bitrate_kbps: self.bitrate_kbps, data: Bytes::from(data), index: Arc::new(index) };
+        let rendition = Rendition {
+            bitrate_kbps: self.bitrate_kbps,
+            data: Bytes::from(data),
+            index: Arc::new(index),
+        };
         Ok((rendition, self.busy + t.elapsed(), frames))
     }
 }
 
+/// What an encoder lane hands back: the rendition, its busy time, and frames encoded.
+type LaneResult = Result<(Rendition, Duration, u64)>;
+/// A lane on its own thread: its input queue and its handle.
+type Worker = (
+    SyncSender<Arc<Vec<f32>>>,
+    std::thread::JoinHandle<LaneResult>,
+);
+
 /// The renditions, inline or one thread each.
 enum Encoders {
     Inline(Vec<Lane>),
-    Threads(Vec<(SyncSender<Arc<Vec<f32>>>, std::thread::JoinHandle<Result<(Rendition, Duration, u64)>>)>),
+    Threads(Vec<Worker>),
 }
 
 impl Encoders {
@@ -228,11 +270,17 @@ impl Encoders {
         Ok(Encoders::Threads(workers))
     }
 
-    fn push(&mut self, pcm: &[f32]) -> Result<()> {
+    /// Hands a batch to every lane; threads share it without copying.
+    fn push(&mut self, pcm: &mut Vec<f32>) -> Result<()> {
         match self {
-            Encoders::Inline(lanes) => lanes.iter_mut().try_for_each(|l| l.push(pcm)),
+            Encoders::Inline(lanes) => {
+                lanes.iter_mut().try_for_each(|l| l.push(pcm))?;
+                pcm.clear();
+                Ok(())
+            }
             Encoders::Threads(workers) => {
-                let shared = Arc::new(pcm.to_vec());
+                let capacity = pcm.capacity();
+                let shared = Arc::new(std::mem::replace(pcm, Vec::with_capacity(capacity)));
                 for (tx, _) in workers.iter() {
                     // A closed channel means the worker failed; its error surfaces in finish().
                     let _ = tx.send(Arc::clone(&shared));
@@ -243,13 +291,15 @@ impl Encoders {
     }
 
     fn finish(self) -> Result<(Vec<Rendition>, Duration, u64)> {
-        let results: Vec<Result<(Rendition, Duration, u64)>> = match self {
+        let results: Vec<LaneResult> = match self {
             Encoders::Inline(lanes) => lanes.into_iter().map(Lane::finish).collect(),
             Encoders::Threads(workers) => workers
                 .into_iter()
                 .map(|(tx, handle)| {
                     drop(tx);
-                    handle.join().map_err(|_| MediaError::Codec("encoder thread panicked".into()))?
+                    handle
+                        .join()
+                        .map_err(|_| MediaError::Codec("encoder thread panicked".into()))?
                 })
                 .collect(),
         };
@@ -265,7 +315,7 @@ impl Encoders {
     }
 }
 
-fn run_lane(mut lane: Lane, rx: Receiver<Arc<Vec<f32>>>) -> Result<(Rendition, Duration, u64)> {
+fn run_lane(mut lane: Lane, rx: Receiver<Arc<Vec<f32>>>) -> LaneResult {
     for batch in rx {
         lane.push(&batch)?;
     }

@@ -57,8 +57,12 @@ impl ProbeInfo {
         if self.sample_rate > 0 && self.frames > 0 {
             self.duration_ms = self.frames * 1000 / u64::from(self.sample_rate);
         }
-        if self.duration_ms > 0 {
-            self.bitrate_bps = self.byte_len.saturating_mul(8000) / self.duration_ms;
+        if let Some(bps) = self
+            .byte_len
+            .saturating_mul(8000)
+            .checked_div(self.duration_ms)
+        {
+            self.bitrate_bps = bps;
         }
     }
 }

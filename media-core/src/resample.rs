@@ -32,8 +32,14 @@ impl Resampler {
         let fft = if rate_in == OPUS_RATE {
             None
         } else {
-            let f = Fft::<f32>::new(rate_in as usize, OPUS_RATE as usize, chunk, channels, FixedSync::Input)
-                .map_err(|e| MediaError::Resample(e.to_string()))?;
+            let f = Fft::<f32>::new(
+                rate_in as usize,
+                OPUS_RATE as usize,
+                chunk,
+                channels,
+                FixedSync::Input,
+            )
+            .map_err(|e| MediaError::Resample(e.to_string()))?;
             Some(f)
         };
         let delay_left = fft.as_ref().map_or(0, |f| f.output_delay());
@@ -77,7 +83,8 @@ impl Resampler {
         if self.fft.is_none() {
             return Ok(());
         }
-        let want = (self.frames_in * u64::from(OPUS_RATE) + u64::from(self.rate_in) / 2) / u64::from(self.rate_in);
+        let want = (self.frames_in * u64::from(OPUS_RATE) + u64::from(self.rate_in) / 2)
+            / u64::from(self.rate_in);
         let mut partial = self.pending.len() / self.channels;
         let mut guard = 0;
         while self.frames_out < want && guard < 64 {
@@ -95,7 +102,9 @@ impl Resampler {
 
     /// One rubato call on `pending[offset..]`, dropping the leading delay.
     fn run(&mut self, offset: usize, partial: Option<usize>, out: &mut Vec<f32>) -> Result<()> {
-        let Some(fft) = self.fft.as_mut() else { return Ok(()) };
+        let Some(fft) = self.fft.as_mut() else {
+            return Ok(());
+        };
         let ch = self.channels;
         let need = fft.input_frames_next();
         let zeros;
@@ -109,10 +118,16 @@ impl Resampler {
             &self.pending[offset..offset + need * ch]
         };
         let frames_out_max = self.scratch.len() / ch;
-        let adapter_in = InterleavedSlice::new(input, ch, need).map_err(|e| MediaError::Resample(e.to_string()))?;
+        let adapter_in = InterleavedSlice::new(input, ch, need)
+            .map_err(|e| MediaError::Resample(e.to_string()))?;
         let mut adapter_out = InterleavedSlice::new_mut(&mut self.scratch, ch, frames_out_max)
             .map_err(|e| MediaError::Resample(e.to_string()))?;
-        let indexing = partial.map(|p| Indexing { input_offset: 0, output_offset: 0, partial_len: Some(p), active_channels_mask: None });
+        let indexing = partial.map(|p| Indexing {
+            input_offset: 0,
+            output_offset: 0,
+            partial_len: Some(p),
+            active_channels_mask: None,
+        });
         let (_, produced) = fft
             .process_into_buffer(&adapter_in, &mut adapter_out, indexing.as_ref())
             .map_err(|e| MediaError::Resample(e.to_string()))?;

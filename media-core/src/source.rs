@@ -7,7 +7,7 @@ pub trait Source: Read + Seek + Send + Sync {}
 
 impl<T: Read + Seek + Send + Sync> Source for T {}
 
-/// A source with its length measured once up front.
+/// A source with its length measured once up front (what symphonia and the Ogg reader need).
 pub struct Measured<R> {
     inner: R,
     len: u64,
@@ -23,6 +23,11 @@ impl<R: Source> Measured<R> {
 
     pub fn len(&self) -> u64 {
         self.len
+    }
+
+    /// True for a zero-byte source.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
     }
 }
 

@@ -63,7 +63,11 @@ pub fn run(opts: &TranscodeOptions) -> Result<TranscodeReport> {
     let source = BufReader::with_capacity(256 * 1024, File::open(&opts.input)?);
     let ingest_opts = IngestOptions {
         bitrates_kbps: opts.bitrates_kbps.clone(),
-        waveform: WaveformOptions { samples_per_pixel: opts.samples_per_pixel, bits: opts.waveform_bits, split_channels: false },
+        waveform: WaveformOptions {
+            samples_per_pixel: opts.samples_per_pixel,
+            bits: opts.waveform_bits,
+            split_channels: false,
+        },
         parallel: opts.parallel,
         ..IngestOptions::default()
     };
@@ -86,7 +90,13 @@ pub fn run(opts: &TranscodeOptions) -> Result<TranscodeReport> {
         });
     }
     let (waveform_json, waveform_dat) = write_waveform(&opts.out_dir, &result.waveform)?;
-    Ok(TranscodeReport { probe: result.probe, renditions, waveform_json, waveform_dat, timings: result.timings })
+    Ok(TranscodeReport {
+        probe: result.probe,
+        renditions,
+        waveform_json,
+        waveform_dat,
+        timings: result.timings,
+    })
 }
 
 fn write_waveform(dir: &Path, waveform: &crate::Waveform) -> Result<(PathBuf, PathBuf)> {

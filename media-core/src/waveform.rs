@@ -17,7 +17,11 @@ pub struct WaveformOptions {
 
 impl Default for WaveformOptions {
     fn default() -> Self {
-        WaveformOptions { samples_per_pixel: 256, bits: 8, split_channels: false }
+        WaveformOptions {
+            samples_per_pixel: 256,
+            bits: 8,
+            split_channels: false,
+        }
     }
 }
 
@@ -62,7 +66,9 @@ impl Waveform {
     /// Parses a version 2 `.dat` file.
     pub fn from_dat(dat: &[u8]) -> Result<Waveform> {
         let word = |i: usize| -> Result<u32> {
-            let b = dat.get(i * 4..i * 4 + 4).ok_or(MediaError::Truncated("dat header".into()))?;
+            let b = dat
+                .get(i * 4..i * 4 + 4)
+                .ok_or(MediaError::Truncated("dat header".into()))?;
             Ok(u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
         };
         if word(0)? != 2 {
@@ -74,12 +80,22 @@ impl Waveform {
         let data: Vec<i16> = if bits == 8 {
             body.iter().map(|&b| i16::from(b as i8)).collect()
         } else {
-            body.chunks_exact(2).map(|c| i16::from_le_bytes([c[0], c[1]])).collect()
+            body.chunks_exact(2)
+                .map(|c| i16::from_le_bytes([c[0], c[1]]))
+                .collect()
         };
         if data.len() as u64 != u64::from(length) * u64::from(channels) * 2 {
             return Err(MediaError::Malformed("dat length".into()));
         }
-        Ok(Waveform { version: 2, channels, sample_rate: word(2)?, samples_per_pixel: word(3)?, bits, length, data })
+        Ok(Waveform {
+            version: 2,
+            channels,
+            sample_rate: word(2)?,
+            samples_per_pixel: word(3)?,
+            bits,
+            length,
+            data,
+        })
     }
 }
 
@@ -97,9 +113,15 @@ pub struct WaveformBuilder {
 
 impl WaveformBuilder {
     /// A builder for audio with `channels` interleaved channels at `sample_rate`.
-    pub fn new(sample_rate: u32, channels: usize, opts: WaveformOptions) -> Result<WaveformBuilder> {
+    pub fn new(
+        sample_rate: u32,
+        channels: usize,
+        opts: WaveformOptions,
+    ) -> Result<WaveformBuilder> {
         if opts.samples_per_pixel < 2 || !(opts.bits == 8 || opts.bits == 16) || channels == 0 {
-            return Err(MediaError::InvalidArgument("waveform: samples_per_pixel ≥ 2, bits 8 or 16".into()));
+            return Err(MediaError::InvalidArgument(
+                "waveform: samples_per_pixel ≥ 2, bits 8 or 16".into(),
+            ));
         }
         let out_channels = if opts.split_channels { channels } else { 1 };
         Ok(WaveformBuilder {

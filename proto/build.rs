@@ -11,6 +11,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         protox::prost::Message::encode_to_vec(&fds),
     )?;
     tonic_prost_build::configure()
+        .generate_default_stubs(true)
         .bytes(".veza.stream.AudioChunk.audio_data")
         .compile_fds(fds)?;
     println!("cargo:rerun-if-changed=veza.proto");

@@ -1,1 +1,16 @@
-//! Veza control plane.
+//! Veza's control plane: configuration, the gRPC and HTTP servers, the domain rules and the client tools.
+
+pub mod auth;
+pub mod bus;
+pub mod cli;
+pub mod config;
+pub mod domain;
+pub mod grpc;
+pub mod http;
+pub mod metrics;
+pub mod server;
+pub mod shutdown;
+pub mod telemetry;
+
+pub use config::Config;
+pub use server::{RunningServer, start};

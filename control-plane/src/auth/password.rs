@@ -1,0 +1,46 @@
+//! argon2id password hashing, run on the blocking pool and bounded to the number of cores.
+
+use std::sync::{Arc, LazyLock};
+
+use argon2::{
+    Argon2, PasswordHash, PasswordHasher, PasswordVerifier,
+    password_hash::{SaltString, rand_core::OsRng},
+};
+use tokio::sync::Semaphore;
+
+/// At most one argon2 computation per core at a time (each takes ~19 MiB).
+static PERMITS: LazyLock<Arc<Semaphore>> = LazyLock::new(|| {
+    let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+    Arc::new(Semaphore::new(cores))
+});
+
+/// A hash to verify against when the account does not exist, so both paths cost the same.
+static DUMMY_HASH: LazyLock<String> =
+    LazyLock::new(|| hash_blocking("not-a-real-password").unwrap_or_default());
+
+/// Hashes `password` with argon2id (OWASP parameters) off the async runtime.
+pub async fn hash(password: String) -> anyhow::Result<String> {
+    let _permit = PERMITS.clone().acquire_owned().await?;
+    tokio::task::spawn_blocking(move || hash_blocking(&password)).await?
+}
+
+/// Checks `password` against `hash` off the async runtime; a `None` hash burns the same time.
+pub async fn verify(password: String, hash: Option<String>) -> anyhow::Result<bool> {
+    let _permit = PERMITS.clone().acquire_owned().await?;
+    tokio::task::spawn_blocking(move || {
+        let real = hash.is_some();
+        let hash = hash.unwrap_or_else(|| DUMMY_HASH.clone());
+        let parsed = PasswordHash::new(&hash).map_err(|e| anyhow::anyhow!("stored hash: {e}"))?;
+        let ok = Argon2::default().verify_password(password.as_bytes(), &parsed).is_ok();
+        Ok(ok && real)
+    })
+    .await?
+}
+
+fn hash_blocking(password: &str) -> anyhow::Result<String> {
+    let salt = SaltString::generate(&mut OsRng);
+    Argon2::default()
+        .hash_password(password.as_bytes(), &salt)
+        .map(|h| h.to_string())
+        .map_err(|e| anyhow::anyhow!("argon2: {e}"))
+}

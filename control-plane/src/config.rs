@@ -1,0 +1,169 @@
+//! Server configuration: command-line flags > `VEZA_*` environment > `veza.toml` > defaults.
+
+use std::{net::SocketAddr, path::PathBuf, time::Duration};
+
+use anyhow::Context;
+use serde::Deserialize;
+
+/// Every option, each optional so the layers can be merged. Clap reads flags and environment;
+/// serde reads the same names (snake_case) from the config file.
+#[derive(clap::Args, Deserialize, Debug, Default, Clone)]
+#[serde(deny_unknown_fields)]
+pub struct Options {
+    /// Config file (TOML); `veza.toml` in the working directory is read when present.
+    #[arg(long, env = "VEZA_CONFIG")]
+    #[serde(skip)]
+    pub config: Option<PathBuf>,
+    /// gRPC and gRPC-Web listen address [default: 127.0.0.1:9090].
+    #[arg(long, env = "VEZA_GRPC_ADDR")]
+    pub grpc_addr: Option<SocketAddr>,
+    /// HTTP listen address for media URLs, /metrics, /healthz and JWKS [default: 127.0.0.1:8080].
+    #[arg(long, env = "VEZA_HTTP_ADDR")]
+    pub http_addr: Option<SocketAddr>,
+    /// Data directory: SQLite database, blobs and signing key [default: ./veza-data].
+    #[arg(long, env = "VEZA_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Database URL: sqlite://… or postgres://… [default: SQLite in the data directory].
+    #[arg(long, env = "DATABASE_URL")]
+    pub database_url: Option<String>,
+    /// NATS URL for cross-instance fan-out [default: in-process bus].
+    #[arg(long, env = "VEZA_NATS_URL")]
+    pub nats_url: Option<String>,
+    /// Object store URL: file:///…, memory://, s3://bucket/prefix [default: <data-dir>/blobs].
+    #[arg(long, env = "VEZA_BLOB_URL")]
+    pub blob_url: Option<String>,
+    /// Public base URL of the HTTP port, used in audio_url and waveform_url.
+    #[arg(long, env = "VEZA_PUBLIC_URL")]
+    pub public_url: Option<String>,
+    /// TLS certificate (PEM); TLS is on when both certificate and key are given.
+    #[arg(long, env = "VEZA_TLS_CERT")]
+    pub tls_cert: Option<PathBuf>,
+    /// TLS private key (PEM).
+    #[arg(long, env = "VEZA_TLS_KEY")]
+    pub tls_key: Option<PathBuf>,
+    /// JWT signing algorithm: eddsa or hs256 [default: eddsa].
+    #[arg(long, env = "VEZA_JWT_ALG")]
+    pub jwt_alg: Option<String>,
+    /// Shared secret for hs256 (at least 32 bytes).
+    #[arg(long, env = "VEZA_JWT_SECRET", hide_env_values = true)]
+    pub jwt_secret: Option<String>,
+    /// Access token lifetime in seconds [default: 900].
+    #[arg(long, env = "VEZA_ACCESS_TOKEN_TTL")]
+    pub access_token_ttl: Option<u64>,
+    /// Refresh token lifetime in seconds [default: 2592000, 30 days].
+    #[arg(long, env = "VEZA_REFRESH_TOKEN_TTL")]
+    pub refresh_token_ttl: Option<u64>,
+    /// Log format: text or json [default: text].
+    #[arg(long, env = "VEZA_LOG_FORMAT")]
+    pub log_format: Option<String>,
+    /// Seconds to wait for calls to finish on shutdown [default: 10].
+    #[arg(long, env = "VEZA_SHUTDOWN_GRACE")]
+    pub shutdown_grace: Option<u64>,
+    /// Seed the demo users (and room) if absent.
+    #[arg(long, env = "VEZA_DEMO", num_args = 0..=1, default_missing_value = "true")]
+    pub demo: Option<bool>,
+}
+
+/// JWT signing configuration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum JwtConfig {
+    /// Ed25519 key generated into the data directory and shared through the database.
+    EdDsa,
+    /// HMAC-SHA256 with a configured secret.
+    Hs256(String),
+}
+
+/// The resolved configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub grpc_addr: SocketAddr,
+    pub http_addr: SocketAddr,
+    pub data_dir: PathBuf,
+    pub database_url: String,
+    pub nats_url: Option<String>,
+    pub blob_url: Option<String>,
+    pub public_url: Option<String>,
+    pub tls: Option<(PathBuf, PathBuf)>,
+    pub jwt: JwtConfig,
+    pub access_token_ttl: Duration,
+    pub refresh_token_ttl: Duration,
+    pub log_json: bool,
+    pub shutdown_grace: Duration,
+    pub demo: bool,
+}
+
+macro_rules! merge {
+    ($a:ident, $b:ident; $($f:ident),*) => { Options { config: $a.config, $($f: $a.$f.or($b.$f)),* } };
+}
+
+impl Options {
+    /// Fills what flags and environment left unset from the config file.
+    pub fn with_file(self) -> anyhow::Result<Options> {
+        let path = self.config.clone().or_else(|| Some(PathBuf::from("veza.toml")).filter(|p| p.exists()));
+        let Some(path) = path else { return Ok(self) };
+        let text = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+        let file: Options = toml::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
+        Ok(merge!(self, file; grpc_addr, http_addr, data_dir, database_url, nats_url, blob_url, public_url,
+            tls_cert, tls_key, jwt_alg, jwt_secret, access_token_ttl, refresh_token_ttl, log_format,
+            shutdown_grace, demo))
+    }
+
+    /// Applies the defaults and checks the combination.
+    pub fn resolve(self) -> anyhow::Result<Config> {
+        let o = self.with_file()?;
+        let data_dir = o.data_dir.unwrap_or_else(|| PathBuf::from("veza-data"));
+        let database_url = o
+            .database_url
+            .unwrap_or_else(|| veza_storage::Db::sqlite_url(&data_dir));
+        let tls = match (o.tls_cert, o.tls_key) {
+            (Some(c), Some(k)) => Some((c, k)),
+            (None, None) => None,
+            _ => anyhow::bail!("--tls-cert and --tls-key go together"),
+        };
+        let jwt = match o.jwt_alg.as_deref().unwrap_or("eddsa").to_ascii_lowercase().as_str() {
+            "eddsa" | "ed25519" => JwtConfig::EdDsa,
+            "hs256" => {
+                let secret = o.jwt_secret.context("--jwt-alg hs256 needs --jwt-secret / VEZA_JWT_SECRET")?;
+                anyhow::ensure!(secret.len() >= 32, "the HS256 secret must be at least 32 bytes");
+                JwtConfig::Hs256(secret)
+            }
+            other => anyhow::bail!("unknown JWT algorithm {other:?}: use eddsa or hs256"),
+        };
+        let log_json = match o.log_format.as_deref().unwrap_or("text") {
+            "text" => false,
+            "json" => true,
+            other => anyhow::bail!("unknown log format {other:?}: use text or json"),
+        };
+        Ok(Config {
+            grpc_addr: o.grpc_addr.unwrap_or(SocketAddr::from(([127, 0, 0, 1], 9090))),
+            http_addr: o.http_addr.unwrap_or(SocketAddr::from(([127, 0, 0, 1], 8080))),
+            data_dir,
+            database_url,
+            nats_url: o.nats_url.filter(|s| !s.is_empty()),
+            blob_url: o.blob_url.filter(|s| !s.is_empty()),
+            public_url: o.public_url.filter(|s| !s.is_empty()),
+            tls,
+            jwt,
+            access_token_ttl: Duration::from_secs(o.access_token_ttl.unwrap_or(900)),
+            refresh_token_ttl: Duration::from_secs(o.refresh_token_ttl.unwrap_or(30 * 24 * 3600)),
+            log_json,
+            shutdown_grace: Duration::from_secs(o.shutdown_grace.unwrap_or(10)),
+            demo: o.demo.unwrap_or(false),
+        })
+    }
+}
+
+impl Config {
+    /// A configuration for tests: ephemeral ports, everything under `data_dir`.
+    pub fn for_tests(data_dir: PathBuf) -> Config {
+        let opts = Options {
+            grpc_addr: Some(SocketAddr::from(([127, 0, 0, 1], 0))),
+            http_addr: Some(SocketAddr::from(([127, 0, 0, 1], 0))),
+            data_dir: Some(data_dir),
+            config: Some(PathBuf::from("/dev/null")),
+            ..Options::default()
+        };
+        // Only fails on contradictory options, which these are not.
+        opts.resolve().unwrap_or_else(|e| unreachable!("test config: {e}"))
+    }
+}

@@ -1,0 +1,303 @@
+//! Accounts and sessions: registration, login with throttling, token rotation and revocation,
+//! user info and the live view of a user's sessions.
+
+use std::{sync::Arc, time::Duration};
+
+use futures::{Stream, StreamExt};
+use serde::{Deserialize, Serialize};
+use veza_storage::{Db, NewSession, NewUser, RefreshUse, SessionRecord, UserRecord, now_ms};
+
+use super::{
+    error::{DomainError, Result},
+    validate,
+};
+use crate::{
+    auth::{Authenticator, Caller, Claims, password, revocations::Revocation, secrets},
+    bus::{Bus, BusEvent},
+};
+
+/// Failed logins allowed before the account is throttled.
+const FREE_FAILURES: i64 = 5;
+/// Longest lock-out after repeated failures.
+const MAX_LOCKOUT_MS: i64 = 15 * 60 * 1000;
+
+/// A freshly issued token pair.
+#[derive(Debug, Clone)]
+pub struct Tokens {
+    pub access_token: String,
+    pub refresh_token: String,
+    pub expires_in: i32,
+    pub user: UserRecord,
+}
+
+/// The fields of an account to create.
+#[derive(Debug, Clone, Default)]
+pub struct NewAccount {
+    pub email: String,
+    pub password: String,
+    pub username: String,
+    pub first_name: String,
+    pub last_name: String,
+    pub admin: bool,
+}
+
+/// A change to one of a user's sessions, as streamed and as carried on the bus.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct SessionEvent {
+    /// `current` (initial snapshot), `created`, `refreshed` or `revoked`.
+    pub event: String,
+    pub session: SessionRecord,
+}
+
+/// The accounts service of the domain.
+pub struct Accounts {
+    db: Db,
+    bus: Bus,
+    auth: Arc<Authenticator>,
+    access_ttl: Duration,
+    refresh_ttl: Duration,
+}
+
+impl Accounts {
+    /// Accounts over this database, bus and authenticator.
+    pub fn new(db: Db, bus: Bus, auth: Arc<Authenticator>, access_ttl: Duration, refresh_ttl: Duration) -> Self {
+        Accounts { db, bus, auth, access_ttl, refresh_ttl }
+    }
+
+    /// Creates an account after checking every field.
+    pub async fn register(&self, a: NewAccount) -> Result<UserRecord> {
+        create_account(&self.db, a).await
+    }
+
+    /// Checks a password and opens a session.
+    pub async fn login(&self, email: &str, pw: &str, device_id: &str, ip: &str) -> Result<Tokens> {
+        let email = validate::email(email)?;
+        if pw.is_empty() || pw.len() > 1024 {
+            return Err(DomainError::invalid("password", "must be 1 to 1024 bytes"));
+        }
+        let device_id = validate::text("device_id", device_id, 200)?;
+        let ip = validate::text("ip_address", ip, 64)?;
+        let user = self.db.user_by_email(&email).await?;
+        if let Some(u) = &user {
+            check_throttle(u)?;
+        }
+        let ok = password::verify(pw.to_string(), user.as_ref().map(|u| u.password_hash.clone())).await?;
+        let user = match user {
+            Some(u) if ok => u,
+            Some(u) => {
+                self.db.record_failed_login(u.id).await?;
+                return Err(bad_login());
+            }
+            None => return Err(bad_login()),
+        };
+        self.db.reset_failed_logins(user.id).await?;
+        let refresh = secrets::random_token();
+        let new = NewSession { user_id: user.id, device_id: &device_id, ip_address: &ip, expires_at: self.refresh_expiry() };
+        let session = self.db.create_session(&new, &secrets::hash_secret(&refresh)).await?;
+        self.publish_session("created", &session).await;
+        self.tokens_for(user, &session, refresh)
+    }
+
+    /// Rotates a refresh token; reuse of a spent one revokes its session.
+    pub async fn refresh(&self, refresh_token: &str) -> Result<Tokens> {
+        if refresh_token.is_empty() || refresh_token.len() > 256 {
+            return Err(DomainError::invalid("refresh_token", "must be 1 to 256 bytes"));
+        }
+        let next = secrets::random_token();
+        let used = self
+            .db
+            .use_refresh_token(&secrets::hash_secret(refresh_token), &secrets::hash_secret(&next), self.refresh_expiry())
+            .await?;
+        match used {
+            RefreshUse::Invalid => Err(DomainError::Unauthenticated("invalid or expired refresh token".into())),
+            RefreshUse::Reused(session) => {
+                self.revoked_session(&session).await;
+                Err(DomainError::Unauthenticated("refresh token reuse detected: the session is revoked".into()))
+            }
+            RefreshUse::Rotated(session) => {
+                let user = self.db.user_by_id(session.user_id).await?.ok_or_else(|| {
+                    DomainError::Unauthenticated("the account no longer exists".into())
+                })?;
+                self.publish_session("refreshed", &session).await;
+                self.tokens_for(user, &session, next)
+            }
+        }
+    }
+
+    /// RFC 7009 revocation of an access or refresh token; unknown tokens succeed silently.
+    pub async fn revoke(&self, caller: &Caller, token: &str, hint: &str) -> Result<()> {
+        if token.is_empty() || token.len() > 8192 {
+            return Err(DomainError::invalid("token", "must be 1 to 8192 bytes"));
+        }
+        let looks_like_jwt = token.matches('.').count() == 2;
+        if hint != "refresh_token"
+            && looks_like_jwt
+            && let Ok(claims) = self.auth.tokens.verify_ignoring_expiry(token)
+        {
+            return self.revoke_access(caller, claims).await;
+        }
+        if let Some(session) = self.db.session_of_refresh_token(&secrets::hash_secret(token)).await? {
+            if !caller.may_act_for(session.user_id) {
+                return Err(DomainError::denied("not your token"));
+            }
+            if let Some(s) = self.db.revoke_session(session.id).await? {
+                self.revoked_session(&s).await;
+            }
+        }
+        Ok(())
+    }
+
+    async fn revoke_access(&self, caller: &Caller, claims: Claims) -> Result<()> {
+        let owner: i64 = claims.sub.parse().unwrap_or(-1);
+        if !caller.may_act_for(owner) {
+            return Err(DomainError::denied("not your token"));
+        }
+        self.db.revoke_jti(&claims.jti, claims.exp * 1000).await?;
+        self.auth.revocations.publish(&self.bus, Revocation::Token(claims.jti)).await;
+        Ok(())
+    }
+
+    /// Checks a token on behalf of a caller: `None` when it is not valid now.
+    pub async fn validate(&self, token: &str) -> Result<Option<(UserRecord, i64, i64)>> {
+        let Ok(user) = self.auth.user_from_token(token) else { return Ok(None) };
+        let record = self.db.user_by_id(user.user_id).await?;
+        Ok(record.map(|r| (r, user.exp, user.session_id)))
+    }
+
+    /// A user's profile: the caller's own (`user_id` 0), or anyone's for an admin.
+    pub async fn user_info(&self, caller: &Caller, user_id: i64) -> Result<UserRecord> {
+        let id = target_user(caller, user_id)?;
+        if !caller.may_act_for(id) && !caller.has_scope("users:read") {
+            return Err(DomainError::denied("you may only read your own user info"));
+        }
+        self.db.user_by_id(id).await?.ok_or_else(|| DomainError::NotFound(format!("user {id} not found")))
+    }
+
+    /// The user's current sessions, then every change as it happens.
+    pub async fn session_events(
+        &self,
+        caller: &Caller,
+        user_id: i64,
+    ) -> Result<impl Stream<Item = SessionEvent> + Send + 'static + use<>> {
+        let id = target_user(caller, user_id)?;
+        if !caller.may_act_for(id) {
+            return Err(DomainError::denied("you may only watch your own sessions"));
+        }
+        if self.db.user_by_id(id).await?.is_none() {
+            return Err(DomainError::NotFound(format!("user {id} not found")));
+        }
+        let live = self.bus.subscribe(&session_subject(id)).await.map_err(anyhow::Error::from)?;
+        let current = self.db.sessions_of_user(id).await?;
+        let snapshot = current.into_iter().map(|session| SessionEvent { event: "current".into(), session });
+        let live = live.filter_map(|e| async move {
+            match e {
+                BusEvent::Message(m) => serde_json::from_slice::<SessionEvent>(&m.payload).ok(),
+                BusEvent::Lagged(_) => None,
+            }
+        });
+        Ok(futures::stream::iter(snapshot).chain(live))
+    }
+
+    pub(super) fn db(&self) -> &Db {
+        &self.db
+    }
+
+    pub(super) fn bus(&self) -> &Bus {
+        &self.bus
+    }
+
+    pub(super) fn auth(&self) -> &Authenticator {
+        &self.auth
+    }
+
+    fn tokens_for(&self, user: UserRecord, session: &SessionRecord, refresh: String) -> Result<Tokens> {
+        let now = now_ms() / 1000;
+        let claims = Claims {
+            sub: user.id.to_string(),
+            email: user.email.clone(),
+            roles: user.roles.clone(),
+            sid: session.id,
+            jti: hex::encode(secrets::random_bytes::<16>()),
+            exp: now + self.access_ttl.as_secs() as i64,
+            iat: now,
+            iss: crate::auth::ISSUER.into(),
+        };
+        let access_token = self.auth.tokens.issue(&claims)?;
+        Ok(Tokens { access_token, refresh_token: refresh, expires_in: self.access_ttl.as_secs() as i32, user })
+    }
+
+    fn refresh_expiry(&self) -> i64 {
+        now_ms() + self.refresh_ttl.as_millis() as i64
+    }
+
+    async fn revoked_session(&self, session: &SessionRecord) {
+        self.auth.revocations.publish(&self.bus, Revocation::Session(session.id)).await;
+        let mut s = session.clone();
+        s.revoked = true;
+        self.publish_session("revoked", &s).await;
+    }
+
+    async fn publish_session(&self, event: &str, session: &SessionRecord) {
+        let e = SessionEvent { event: event.into(), session: session.clone() };
+        if let Ok(payload) = serde_json::to_vec(&e)
+            && let Err(err) = self.bus.publish(session_subject(session.user_id), payload.into()).await
+        {
+            tracing::error!(error = %err, "publishing a session event");
+        }
+    }
+}
+
+/// Creates an account after checking every field (also used by the CLI and the demo seed).
+pub async fn create_account(db: &Db, a: NewAccount) -> Result<UserRecord> {
+    let email = validate::email(&a.email)?;
+    validate::password(&a.password)?;
+    let username = if a.username.trim().is_empty() {
+        validate::username_from_email(&email)
+    } else {
+        validate::username(&a.username)?
+    };
+    let first = validate::text("first_name", &a.first_name, 100)?;
+    let last = validate::text("last_name", &a.last_name, 100)?;
+    if db.user_by_email(&email).await?.is_some() {
+        return Err(DomainError::AlreadyExists { field: "email".into() });
+    }
+    let hash = password::hash(a.password).await?;
+    let mut roles = vec!["user".to_string()];
+    if a.admin {
+        roles.push("admin".into());
+    }
+    let new = NewUser { email: &email, username: &username, first_name: &first, last_name: &last, password_hash: &hash, roles: &roles };
+    Ok(db.create_user(&new).await?)
+}
+
+fn bad_login() -> DomainError {
+    DomainError::Unauthenticated("invalid email or password".into())
+}
+
+fn check_throttle(u: &UserRecord) -> Result<()> {
+    if u.failed_logins < FREE_FAILURES {
+        return Ok(());
+    }
+    let lock = (1000i64 << (u.failed_logins - FREE_FAILURES).min(20)).min(MAX_LOCKOUT_MS);
+    let wait = u.last_failed_at + lock - now_ms();
+    if wait > 0 {
+        return Err(DomainError::ResourceExhausted(format!(
+            "too many failed logins for this account: retry in {} s",
+            (wait + 999) / 1000
+        )));
+    }
+    Ok(())
+}
+
+fn target_user(caller: &Caller, user_id: i64) -> Result<i64> {
+    match (user_id, caller.user_id()) {
+        (0, Some(me)) => Ok(me),
+        (0, None) => Err(DomainError::invalid("user_id", "required when calling with an API key")),
+        (id, _) if id < 0 => Err(DomainError::invalid("user_id", "must be positive")),
+        (id, _) => Ok(id),
+    }
+}
+
+fn session_subject(user_id: i64) -> String {
+    format!("veza.auth.session.{user_id}")
+}

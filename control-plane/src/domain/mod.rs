@@ -1,0 +1,10 @@
+//! The rules of Veza, free of protobuf and SQL: accounts and sessions, API keys, and (later) chat,
+//! media, notifications and analytics.
+
+mod accounts;
+mod api_keys;
+mod error;
+pub mod validate;
+
+pub use accounts::{Accounts, NewAccount, SessionEvent, Tokens, create_account};
+pub use error::DomainError;

@@ -1,0 +1,28 @@
+//! The gRPC edge: one file per service turning protobuf into domain calls and back, and the one
+//! mapping from domain errors to `tonic::Status`.
+
+pub mod auth;
+pub mod status;
+pub mod stubs;
+
+use tonic::{Request, Status};
+
+use crate::auth::Caller;
+
+/// The caller the auth layer attached to this request.
+pub fn caller<T>(req: &Request<T>) -> Result<Caller, Status> {
+    req.extensions()
+        .get::<Caller>()
+        .cloned()
+        .ok_or_else(|| Status::unauthenticated("missing credentials"))
+}
+
+/// A protobuf timestamp from milliseconds since the epoch (`None` for 0).
+pub fn timestamp(ms: i64) -> Option<prost_types::Timestamp> {
+    (ms > 0).then(|| prost_types::Timestamp { seconds: ms.div_euclid(1000), nanos: (ms.rem_euclid(1000) * 1_000_000) as i32 })
+}
+
+/// The client address as the transport saw it.
+pub fn peer_ip<T>(req: &Request<T>) -> String {
+    req.remote_addr().map(|a| a.ip().to_string()).unwrap_or_default()
+}

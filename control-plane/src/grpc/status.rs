@@ -1,0 +1,30 @@
+//! The one mapping from [`DomainError`] to `tonic::Status` (SPEC §9).
+
+use tonic::{Code, Status};
+use tonic_types::{ErrorDetails, StatusExt};
+
+use crate::domain::DomainError;
+
+impl From<DomainError> for Status {
+    fn from(e: DomainError) -> Status {
+        match e {
+            DomainError::Unauthenticated(m) => Status::unauthenticated(m),
+            DomainError::PermissionDenied(m) => Status::permission_denied(m),
+            DomainError::InvalidArgument { field, reason } => Status::with_error_details(
+                Code::InvalidArgument,
+                format!("{field}: {reason}"),
+                ErrorDetails::with_bad_request_violation(field, reason),
+            ),
+            DomainError::NotFound(m) => Status::not_found(m),
+            DomainError::AlreadyExists { field } => Status::already_exists(format!("{field} already exists")),
+            DomainError::FailedPrecondition(m) => Status::failed_precondition(m),
+            DomainError::ResourceExhausted(m) => Status::resource_exhausted(m),
+            DomainError::Unavailable(m) => Status::unavailable(m),
+            DomainError::Internal(err) => {
+                // The span of the call names the method; details stay in the log.
+                tracing::error!(error = format!("{err:#}"), "internal error");
+                Status::internal("internal error")
+            }
+        }
+    }
+}

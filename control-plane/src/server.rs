@@ -1,0 +1,211 @@
+//! Assembles a server from its configuration: storage, bus, keys, domain, gRPC services with
+//! health, reflection and gRPC-Web, the HTTP port, and a graceful shutdown.
+
+use std::{net::SocketAddr, sync::Arc};
+
+use anyhow::Context;
+use tokio::{net::TcpListener, task::JoinHandle};
+use tokio_stream::{StreamExt, wrappers::TcpListenerStream};
+use tonic::{
+    codec::CompressionEncoding,
+    transport::{Identity, Server, ServerTlsConfig},
+};
+use tonic_health::{ServingStatus, server::HealthReporter};
+use veza_proto::{SERVICE_NAMES, analytics, auth as auth_pb, chat, notification, stream};
+use veza_storage::{BlobStore, Db};
+
+use crate::{
+    auth::{AuthLayer, Authenticator, Revocations, TokenKeys},
+    bus::Bus,
+    config::Config,
+    domain::{Accounts, DomainError, NewAccount, create_account},
+    grpc::{auth::AuthApi, stubs},
+    http::{HttpState, router},
+    metrics::Metrics,
+    shutdown::{self, ShutdownTrigger},
+    telemetry::SpanLayer,
+};
+
+/// Applies the same compression settings to every Veza service.
+macro_rules! compressed {
+    ($svc:expr) => {
+        $svc.accept_compressed(CompressionEncoding::Gzip)
+            .accept_compressed(CompressionEncoding::Zstd)
+            .send_compressed(CompressionEncoding::Gzip)
+            .send_compressed(CompressionEncoding::Zstd)
+    };
+}
+
+/// A started server: its bound addresses and the handle that stops it.
+pub struct RunningServer {
+    pub grpc_addr: SocketAddr,
+    pub http_addr: SocketAddr,
+    pub db: Db,
+    trigger: ShutdownTrigger,
+    health: HealthReporter,
+    grace: std::time::Duration,
+    tasks: Vec<JoinHandle<anyhow::Result<()>>>,
+}
+
+/// Everything the services share.
+struct Parts {
+    db: Db,
+    bus: Bus,
+    auth: Arc<Authenticator>,
+    accounts: Arc<Accounts>,
+    metrics: Arc<Metrics>,
+    _blobs: BlobStore,
+}
+
+/// Opens storage and the bus, binds both ports and starts serving.
+pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
+    let parts = assemble(&config).await?;
+    if config.demo {
+        seed_demo(&parts.db).await?;
+    }
+    let grpc = TcpListener::bind(config.grpc_addr).await.with_context(|| format!("binding {}", config.grpc_addr))?;
+    let http = TcpListener::bind(config.http_addr).await.with_context(|| format!("binding {}", config.http_addr))?;
+    let (grpc_addr, http_addr) = (grpc.local_addr()?, http.local_addr()?);
+    let (trigger, shutdown) = shutdown::channel();
+    let (health, health_service) = tonic_health::server::health_reporter();
+    set_health(&health, ServingStatus::Serving).await;
+
+    let tls = match &config.tls {
+        Some((cert, key)) => Some(ServerTlsConfig::new().identity(Identity::from_pem(
+            std::fs::read(cert).with_context(|| format!("reading {}", cert.display()))?,
+            std::fs::read(key).with_context(|| format!("reading {}", key.display()))?,
+        ))),
+        None => None,
+    };
+    let mut builder = Server::builder().accept_http1(true);
+    if let Some(tls) = tls {
+        builder = builder.tls_config(tls)?;
+    }
+    let reflection_v1 = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(veza_proto::FILE_DESCRIPTOR_SET)
+        .build_v1()?;
+    let reflection_v1alpha = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(veza_proto::FILE_DESCRIPTOR_SET)
+        .build_v1alpha()?;
+    let routes = builder
+        .layer(tonic_web::GrpcWebLayer::new())
+        .layer(SpanLayer)
+        .layer(AuthLayer::new(parts.auth.clone()))
+        .add_service(health_service)
+        .add_service(reflection_v1)
+        .add_service(reflection_v1alpha)
+        .add_service(compressed!(auth_pb::auth_service_server::AuthServiceServer::new(AuthApi::new(
+            parts.accounts.clone(),
+            shutdown.clone()
+        ))))
+        .add_service(compressed!(chat::chat_service_server::ChatServiceServer::new(stubs::ChatStub)))
+        .add_service(compressed!(stream::stream_service_server::StreamServiceServer::new(stubs::StreamStub)))
+        .add_service(compressed!(analytics::analytics_service_server::AnalyticsServiceServer::new(stubs::AnalyticsStub)))
+        .add_service(compressed!(notification::notification_service_server::NotificationServiceServer::new(
+            stubs::NotificationStub
+        )));
+
+    let incoming = TcpListenerStream::new(grpc).map(|s| {
+        s.inspect(|s| {
+            let _ = s.set_nodelay(true);
+        })
+    });
+    let mut sd = shutdown.clone();
+    let grpc_task = tokio::spawn(async move {
+        routes.serve_with_incoming_shutdown(incoming, async move { sd.wait().await }).await?;
+        Ok(())
+    });
+    let state = HttpState { db: parts.db.clone(), auth: parts.auth.clone(), metrics: parts.metrics.clone() };
+    let mut sd = shutdown.clone();
+    let http_task = tokio::spawn(async move {
+        axum::serve(http, router(state)).with_graceful_shutdown(async move { sd.wait().await }).await?;
+        Ok(())
+    });
+    tracing::info!(%grpc_addr, %http_addr, database = ?parts.db.backend(), bus = if matches!(parts.bus, Bus::Nats(_)) { "nats" } else { "in-process" }, "veza serving");
+    Ok(RunningServer {
+        grpc_addr,
+        http_addr,
+        db: parts.db,
+        trigger,
+        health,
+        grace: config.shutdown_grace,
+        tasks: vec![grpc_task, http_task],
+    })
+}
+
+
+async fn assemble(config: &Config) -> anyhow::Result<Parts> {
+    std::fs::create_dir_all(&config.data_dir).with_context(|| format!("creating {}", config.data_dir.display()))?;
+    let db = Db::connect(&config.database_url).await.context("opening the database")?;
+    let blobs = BlobStore::open(config.blob_url.as_deref(), &config.data_dir.join("blobs"))?;
+    let bus = match &config.nats_url {
+        Some(url) => Bus::nats(url).await.with_context(|| format!("connecting to NATS at {url}"))?,
+        None => Bus::local(),
+    };
+    let tokens = TokenKeys::load(&config.jwt, &db, &config.data_dir).await?;
+    let revocations = Revocations::start(&bus, &db).await?;
+    let auth = Arc::new(Authenticator::new(tokens, revocations, db.clone()));
+    let accounts = Arc::new(Accounts::new(
+        db.clone(),
+        bus.clone(),
+        auth.clone(),
+        config.access_token_ttl,
+        config.refresh_token_ttl,
+    ));
+    Ok(Parts { db, bus, auth, accounts, metrics: Arc::new(Metrics::new()), _blobs: blobs })
+}
+
+async fn set_health(health: &HealthReporter, status: ServingStatus) {
+    health.set_service_status("", status).await;
+    for name in SERVICE_NAMES {
+        health.set_service_status(name, status).await;
+    }
+}
+
+/// The demo accounts of SPEC §2, created when absent.
+async fn seed_demo(db: &Db) -> anyhow::Result<()> {
+    let demo = [
+        ("user@veza.app", "password123", "demo", false),
+        ("admin@veza.app", "admin123", "admin", true),
+    ];
+    for (email, password, username, admin) in demo {
+        let account = NewAccount { email: email.into(), password: password.into(), username: username.into(), admin, ..Default::default() };
+        match create_account(db, account).await {
+            Ok(_) => tracing::info!(email, "seeded demo account"),
+            Err(DomainError::AlreadyExists { .. }) => {}
+            Err(e) => return Err(anyhow::anyhow!("seeding {email}: {e}")),
+        }
+    }
+    Ok(())
+}
+
+impl RunningServer {
+    /// Drains: health turns NOT_SERVING, streams end with `UNAVAILABLE`, new connections are
+    /// refused, unary calls finish; after the grace period the rest is dropped.
+    pub async fn shutdown(self) -> anyhow::Result<()> {
+        set_health(&self.health, ServingStatus::NotServing).await;
+        self.trigger.trigger();
+        let mut tasks = self.tasks;
+        let drained = tokio::time::timeout(self.grace, async {
+            let mut results = Vec::new();
+            for t in tasks.iter_mut() {
+                results.push(t.await);
+            }
+            results
+        })
+        .await;
+        self.db.close().await;
+        match drained {
+            Ok(results) => {
+                for r in results {
+                    r??;
+                }
+            }
+            Err(_) => {
+                tracing::warn!(grace = ?self.grace, "shutdown grace period over; dropping remaining connections");
+                tasks.iter().for_each(JoinHandle::abort);
+            }
+        }
+        Ok(())
+    }
+}

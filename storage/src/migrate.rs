@@ -1,0 +1,56 @@
+//! Schema migrations for both engines, applied in order at start-up.
+
+use sqlx::{Executor, Row};
+
+use crate::{
+    db::{Backend, Db},
+    error::Result,
+};
+
+/// (version, SQLite script, PostgreSQL script)
+const MIGRATIONS: &[(i64, &str, &str)] = &[(
+    1,
+    include_str!("../migrations/sqlite/0001_auth.sql"),
+    include_str!("../migrations/postgres/0001_auth.sql"),
+)];
+
+/// Applies every migration the database has not seen yet, each in its own transaction.
+pub(crate) async fn run(db: &Db) -> Result<()> {
+    let mut conn = db.pool.acquire().await?;
+    if db.backend() == Backend::Postgres {
+        // Serialise concurrent start-ups of several instances.
+        conn.execute("SELECT pg_advisory_lock(7340001)").await?;
+    }
+    let result = apply(db, &mut conn).await;
+    if db.backend() == Backend::Postgres {
+        conn.execute("SELECT pg_advisory_unlock(7340001)").await?;
+    }
+    result
+}
+
+async fn apply(db: &Db, conn: &mut sqlx::AnyConnection) -> Result<()> {
+    conn.execute(
+        "CREATE TABLE IF NOT EXISTS veza_migrations (version BIGINT PRIMARY KEY, applied_at BIGINT NOT NULL)",
+    )
+    .await?;
+    let row = sqlx::query("SELECT COALESCE(MAX(version), 0) AS v FROM veza_migrations")
+        .fetch_one(&mut *conn)
+        .await?;
+    let current: i64 = row.try_get("v")?;
+    for (version, sqlite, postgres) in MIGRATIONS.iter().filter(|m| m.0 > current) {
+        let script = match db.backend() {
+            Backend::Sqlite => sqlite,
+            Backend::Postgres => postgres,
+        };
+        let mut tx = sqlx::Connection::begin(&mut *conn).await?;
+        tx.execute(*script).await?;
+        sqlx::query("INSERT INTO veza_migrations (version, applied_at) VALUES ($1, $2)")
+            .bind(version)
+            .bind(crate::now_ms())
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        tracing::info!(version, "applied migration");
+    }
+    Ok(())
+}

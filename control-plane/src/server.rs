@@ -10,7 +10,11 @@ use tonic::{
     codec::CompressionEncoding,
     transport::{Identity, Server, ServerTlsConfig},
 };
-use tonic_health::{ServingStatus, server::HealthReporter};
+use tonic_health::{
+    ServingStatus,
+    pb::health_server::HealthServer,
+    server::{HealthReporter, HealthService},
+};
 use veza_proto::{SERVICE_NAMES, analytics, auth as auth_pb, chat, notification, stream};
 use veza_storage::{BlobStore, Db};
 
@@ -19,7 +23,7 @@ use crate::{
     bus::Bus,
     config::Config,
     domain::{Accounts, DomainError, NewAccount, create_account},
-    grpc::{auth::AuthApi, stubs},
+    grpc::{auth::AuthApi, health::DrainingHealth, stubs},
     http::{HttpState, router},
     metrics::Metrics,
     shutdown::{self, ShutdownTrigger},
@@ -67,7 +71,8 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
     let http = TcpListener::bind(config.http_addr).await.with_context(|| format!("binding {}", config.http_addr))?;
     let (grpc_addr, http_addr) = (grpc.local_addr()?, http.local_addr()?);
     let (trigger, shutdown) = shutdown::channel();
-    let (health, health_service) = tonic_health::server::health_reporter();
+    let health = HealthReporter::new();
+    let health_service = HealthServer::new(DrainingHealth::new(HealthService::from_health_reporter(health.clone()), shutdown.clone()));
     set_health(&health, ServingStatus::Serving).await;
 
     let tls = match &config.tls {

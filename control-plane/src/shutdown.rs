@@ -58,8 +58,9 @@ where
         }
         tokio::select! {
             biased;
-            _ = sd.wait() => Some((Err(Status::unavailable("server is shutting down")), (s, sd, true))),
+            // What is ready already (a final status update, say) still goes out first.
             item = s.next() => item.map(|i| (i, (s, sd, false))),
+            _ = sd.wait() => Some((Err(Status::unavailable("server is shutting down")), (s, sd, true))),
         }
     }))
 }

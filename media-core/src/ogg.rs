@@ -215,6 +215,11 @@ impl OggOpusMuxer {
         }
     }
 
+    /// Reserves room for `bytes` more output bytes.
+    pub fn reserve(&mut self, bytes: usize) {
+        self.out.reserve(bytes);
+    }
+
     /// The header pages (`OpusHead` + `OpusTags`).
     pub fn headers(&self) -> &[u8] {
         &self.out[..self.index.header_len as usize]
@@ -297,6 +302,9 @@ impl OggOpusMuxer {
     /// Ends the stream: last page flagged EOS with granule `end_granule`.
     pub fn finish(mut self, end_granule: u64) -> (Vec<u8>, SeekIndex) {
         self.flush(FLAG_EOS, Some(end_granule.max(self.granule)));
+        if self.out.capacity() > self.out.len() / 4 * 5 {
+            self.out.shrink_to_fit();
+        }
         (self.out, self.index)
     }
 }

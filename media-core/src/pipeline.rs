@@ -193,7 +193,7 @@ impl Lane {
             },
         )?;
         let tags: &Tags = &probe.tags;
-        let muxer = OggOpusMuxer::new(
+        let mut muxer = OggOpusMuxer::new(
             channels as u8,
             encoder.pre_skip(),
             probe.sample_rate,
@@ -201,6 +201,9 @@ impl Lane {
             tags,
             serial,
         );
+        // Expected size + 10 % (capped at 256 MiB), so the output is not regrown and copied.
+        let expected = probe.duration_ms.saturating_mul(u64::from(kbps)) / 8 * 11 / 10;
+        muxer.reserve(expected.min(256 << 20) as usize);
         Ok(Lane {
             bitrate_kbps: kbps,
             encoder,

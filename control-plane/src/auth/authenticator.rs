@@ -100,7 +100,10 @@ impl Authenticator {
         drop(cache);
         let claims = self.tokens.verify(token).map_err(|e| match e {
             TokenError::Expired => AuthFailure::Expired,
-            TokenError::Invalid(_) => AuthFailure::InvalidToken,
+            TokenError::Invalid(e) => {
+                tracing::debug!(error = %e, "token refused");
+                AuthFailure::InvalidToken
+            }
         })?;
         let mut cache = lock(&self.verified);
         if cache.len() >= CACHE_MAX {

@@ -2,6 +2,7 @@
 //! mapping from domain errors to `tonic::Status`.
 
 pub mod auth;
+pub mod health;
 pub mod status;
 pub mod stubs;
 

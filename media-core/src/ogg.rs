@@ -313,3 +313,38 @@ impl OggOpusMuxer {
 fn write_tags_pages(out: &mut Vec<u8>, serial: u32, comments: &[u8]) {
     write_page(out, 0, 0, serial, 1, &[comments]);
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn page() -> Vec<u8> {
+        let mut out = Vec::new();
+        write_page(&mut out, FLAG_BOS, 42, 7, 0, &[b"hello", &[9u8; 300]]);
+        out
+    }
+
+    #[test]
+    fn written_page_parses_with_its_fields() {
+        let data = page();
+        let p = parse_page(&data, 0).expect("valid page");
+        assert_eq!(
+            (p.len, p.flags, p.granule, p.serial, p.sequence),
+            (data.len(), FLAG_BOS, 42, 7, 0)
+        );
+        assert_eq!(p.packets_ending, 2);
+        let packets = page_packets(&data, &p);
+        assert_eq!(&data[packets[0].clone()], b"hello");
+        assert_eq!(packets[1].len(), 300);
+    }
+
+    #[test]
+    fn any_flipped_byte_fails_the_crc() {
+        let data = page();
+        for i in [5, 10, 22, 27, data.len() - 1] {
+            let mut bad = data.clone();
+            bad[i] ^= 0x10;
+            assert!(parse_page(&bad, 0).is_none(), "byte {i}");
+        }
+    }
+}

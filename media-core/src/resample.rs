@@ -138,3 +138,36 @@ impl Resampler {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn output_length_is_exact_for_any_block_split() {
+        for (rate, block) in [
+            (44_100u32, 1152usize),
+            (22_050, 333),
+            (96_000, 4096),
+            (48_000, 100),
+        ] {
+            let mut rs = Resampler::new(rate, 2, INGEST_CHUNK).expect("resampler");
+            let input = vec![0.25f32; rate as usize * 2 * 3 / 2];
+            let mut out = Vec::new();
+            for part in input.chunks(block * 2) {
+                rs.process(part, &mut out).expect("process");
+            }
+            rs.finish(&mut out).expect("finish");
+            assert_eq!(out.len(), 72_000 * 2, "{rate} Hz");
+        }
+    }
+
+    #[test]
+    fn a_constant_stays_constant() {
+        let mut rs = Resampler::new(44_100, 1, INGEST_CHUNK).expect("resampler");
+        let mut out = Vec::new();
+        rs.process(&vec![0.5; 44_100], &mut out).expect("process");
+        rs.finish(&mut out).expect("finish");
+        assert!(out[2000..40_000].iter().all(|s| (s - 0.5).abs() < 0.01));
+    }
+}

@@ -39,24 +39,42 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
 async fn serve(opts: Options) -> anyhow::Result<()> {
     let config = opts.resolve()?;
     crate::telemetry::init_logging(config.log_json);
+    // Handlers go in before the server announces itself, so an early SIGTERM still drains.
+    let signals = Signals::install()?;
     let server = crate::server::start(config).await?;
     println!("veza: gRPC on {}, HTTP on http://{}", server.grpc_addr, server.http_addr);
-    wait_for_signal().await?;
+    signals.wait().await?;
     tracing::info!("shutting down");
     server.shutdown().await
 }
 
-async fn wait_for_signal() -> anyhow::Result<()> {
+/// SIGINT and SIGTERM.
+struct Signals {
     #[cfg(unix)]
-    {
-        use tokio::signal::unix::{SignalKind, signal};
-        let mut term = signal(SignalKind::terminate())?;
-        tokio::select! {
-            r = tokio::signal::ctrl_c() => r?,
-            _ = term.recv() => {}
+    term: tokio::signal::unix::Signal,
+    #[cfg(unix)]
+    int: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn install() -> anyhow::Result<Signals> {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{SignalKind, signal};
+            Ok(Signals { term: signal(SignalKind::terminate())?, int: signal(SignalKind::interrupt())? })
         }
+        #[cfg(not(unix))]
+        Ok(Signals {})
     }
-    #[cfg(not(unix))]
-    tokio::signal::ctrl_c().await?;
-    Ok(())
+
+    async fn wait(mut self) -> anyhow::Result<()> {
+        #[cfg(unix)]
+        tokio::select! {
+            _ = self.term.recv() => {}
+            _ = self.int.recv() => {}
+        }
+        #[cfg(not(unix))]
+        tokio::signal::ctrl_c().await?;
+        Ok(())
+    }
 }

@@ -1,0 +1,110 @@
+//! The `veza` binary itself: admin commands on the configured database, configuration
+//! precedence, and graceful shutdown on SIGTERM.
+
+use std::{
+    io::{BufRead, BufReader},
+    process::{Child, Command, Stdio},
+    time::{Duration, Instant},
+};
+
+fn veza(data_dir: &std::path::Path, args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_veza"))
+        .args(args)
+        .env_remove("DATABASE_URL")
+        .env("VEZA_DATA_DIR", data_dir)
+        .env("VEZA_CONFIG", "/dev/null")
+        .output()
+        .expect("veza runs")
+}
+
+fn ok(out: &std::process::Output) -> String {
+    assert!(out.status.success(), "stdout: {}\nstderr: {}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+fn admin_commands_manage_users_and_keys() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = ok(&veza(dir.path(), &["user", "add", "--email", "ops@example.com", "--password", "ops password", "--admin"]));
+    assert!(out.contains("ops@example.com") && out.contains("admin"), "{out}");
+    let dup = veza(dir.path(), &["user", "add", "--email", "ops@example.com", "--password", "ops password"]);
+    assert!(!dup.status.success());
+    assert!(String::from_utf8_lossy(&dup.stderr).contains("email already exists"));
+    let short = veza(dir.path(), &["user", "add", "--email", "x@example.com", "--password", "short"]);
+    assert!(String::from_utf8_lossy(&short.stderr).contains("password"));
+
+    let key = ok(&veza(dir.path(), &["apikey", "create", "--name", "billing", "--scope", "notifications:send", "--scope", "analytics:write"]));
+    let key = key.trim();
+    assert!(key.starts_with("vz_") && !key.contains(' '), "only the key on stdout: {key}");
+    let list = ok(&veza(dir.path(), &["apikey", "list"]));
+    assert!(list.contains("billing") && list.contains("notifications:send,analytics:write"), "{list}");
+    assert!(!list.contains(key), "the key is never listed");
+    let id = list.split('\t').next().unwrap().to_string();
+    ok(&veza(dir.path(), &["apikey", "revoke", &id]));
+    assert!(ok(&veza(dir.path(), &["apikey", "list"])).trim().is_empty());
+    assert!(ok(&veza(dir.path(), &["apikey", "list", "--all"])).contains("revoked"));
+    let bad = veza(dir.path(), &["apikey", "create", "--name", "x", "--scope", "everything"]);
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("unknown scope"));
+}
+
+/// Starts `veza serve` and returns it with the HTTP address it logged.
+fn serve(cmd: &mut Command) -> (Child, String) {
+    let mut child = cmd.stdout(Stdio::piped()).stderr(Stdio::null()).spawn().expect("veza serve starts");
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+    let http = line.rsplit("http://").next().unwrap().trim().to_string();
+    (child, http)
+}
+
+fn http_get(addr: &str, path: &str) -> String {
+    use std::io::{Read, Write};
+    let mut tcp = std::net::TcpStream::connect(addr).unwrap();
+    write!(tcp, "GET {path} HTTP/1.1\r\nhost: {addr}\r\nconnection: close\r\n\r\n").unwrap();
+    let mut out = String::new();
+    tcp.read_to_string(&mut out).unwrap();
+    out
+}
+
+#[test]
+fn flags_beat_environment_beat_file_and_sigterm_drains() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("veza.toml");
+    let from_file = dir.path().join("from-file");
+    let from_env = dir.path().join("from-env");
+    let from_flag = dir.path().join("from-flag");
+    std::fs::write(&file, format!("data_dir = {:?}\nhttp_addr = \"127.0.0.1:0\"\ngrpc_addr = \"127.0.0.1:0\"\nlog_format = \"json\"\n", from_file)).unwrap();
+
+    let base = || {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_veza"));
+        c.arg("serve").env_remove("DATABASE_URL").env_remove("VEZA_DATA_DIR").env("VEZA_CONFIG", &file);
+        c
+    };
+    let (mut child, http) = serve(&mut base());
+    assert!(http_get(&http, "/healthz").contains("200 OK"));
+    assert!(from_file.join("veza.db").exists(), "file value used");
+    stop(&mut child);
+
+    let (mut child, _) = serve(base().env("VEZA_DATA_DIR", &from_env));
+    assert!(from_env.join("veza.db").exists(), "environment beats file");
+    stop(&mut child);
+
+    let (mut child, http) = serve(base().env("VEZA_DATA_DIR", &from_env).arg("--data-dir").arg(&from_flag));
+    assert!(from_flag.join("veza.db").exists(), "flag beats environment");
+    let jwks = http_get(&http, "/.well-known/jwks.json");
+    assert!(jwks.contains("\"kty\":\"OKP\"") && jwks.contains("\"crv\":\"Ed25519\""), "{jwks}");
+    assert!(http_get(&http, "/metrics").contains("# TYPE veza_open_streams gauge"));
+    stop(&mut child);
+}
+
+fn stop(child: &mut Child) {
+    let started = Instant::now();
+    Command::new("kill").arg("-TERM").arg(child.id().to_string()).status().unwrap();
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(started.elapsed() < Duration::from_secs(10), "exits on SIGTERM");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(status.success(), "clean exit after SIGTERM: {status:?}");
+}

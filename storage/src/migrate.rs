@@ -8,11 +8,23 @@ use crate::{
 };
 
 /// (version, SQLite script, PostgreSQL script)
-const MIGRATIONS: &[(i64, &str, &str)] = &[(
-    1,
-    include_str!("../migrations/sqlite/0001_auth.sql"),
-    include_str!("../migrations/postgres/0001_auth.sql"),
-)];
+const MIGRATIONS: &[(i64, &str, &str)] = &[
+    (
+        1,
+        include_str!("../migrations/sqlite/0001_auth.sql"),
+        include_str!("../migrations/postgres/0001_auth.sql"),
+    ),
+    (
+        2,
+        include_str!("../migrations/sqlite/0002_chat.sql"),
+        include_str!("../migrations/postgres/0002_chat.sql"),
+    ),
+    (
+        3,
+        include_str!("../migrations/sqlite/0003_notifications_analytics.sql"),
+        include_str!("../migrations/postgres/0003_notifications_analytics.sql"),
+    ),
+];
 
 /// Applies every migration the database has not seen yet, each in its own transaction.
 pub(crate) async fn run(db: &Db) -> Result<()> {

@@ -1,0 +1,1 @@
+-- Chat: rooms, members, messages.

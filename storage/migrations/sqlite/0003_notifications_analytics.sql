@@ -1,0 +1,1 @@
+-- Notifications and analytics events.

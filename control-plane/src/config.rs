@@ -62,6 +62,9 @@ pub struct Options {
     /// Seed the demo users (and room) if absent.
     #[arg(long, env = "VEZA_DEMO", num_args = 0..=1, default_missing_value = "true")]
     pub demo: Option<bool>,
+    /// Days analytics events are kept before pruning; 0 keeps them forever [default: 90].
+    #[arg(long, env = "VEZA_ANALYTICS_RETENTION_DAYS")]
+    pub analytics_retention_days: Option<u64>,
 }
 
 /// JWT signing configuration.
@@ -90,6 +93,10 @@ pub struct Config {
     pub log_json: bool,
     pub shutdown_grace: Duration,
     pub demo: bool,
+    /// Days analytics events are kept; 0 = forever.
+    pub analytics_retention_days: u64,
+    /// Analytics events queued for writing before `TrackEvent` answers `RESOURCE_EXHAUSTED`.
+    pub analytics_queue_capacity: usize,
 }
 
 macro_rules! merge {
@@ -105,7 +112,7 @@ impl Options {
         let file: Options = toml::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
         Ok(merge!(self, file; grpc_addr, http_addr, data_dir, database_url, nats_url, blob_url, public_url,
             tls_cert, tls_key, jwt_alg, jwt_secret, access_token_ttl, refresh_token_ttl, log_format,
-            shutdown_grace, demo))
+            shutdown_grace, demo, analytics_retention_days))
     }
 
     /// Applies the defaults and checks the combination.
@@ -149,6 +156,8 @@ impl Options {
             log_json,
             shutdown_grace: Duration::from_secs(o.shutdown_grace.unwrap_or(10)),
             demo: o.demo.unwrap_or(false),
+            analytics_retention_days: o.analytics_retention_days.unwrap_or(90),
+            analytics_queue_capacity: 131_072,
         })
     }
 }

@@ -22,8 +22,8 @@ use crate::{
     auth::{AuthLayer, Authenticator, Revocations, TokenKeys},
     bus::Bus,
     config::Config,
-    domain::{Accounts, DomainError, NewAccount, create_account},
-    grpc::{auth::AuthApi, health::DrainingHealth, stubs},
+    domain::{Accounts, Analytics, DomainError, NewAccount, Notifier, analytics::AnalyticsOptions, create_account},
+    grpc::{analytics::AnalyticsApi, auth::AuthApi, health::DrainingHealth, metrics_layer::MetricsLayer, notification::NotificationApi, stubs},
     http::{HttpState, router},
     metrics::Metrics,
     shutdown::{self, ShutdownTrigger},
@@ -59,18 +59,24 @@ struct Parts {
     accounts: Arc<Accounts>,
     metrics: Arc<Metrics>,
     _blobs: BlobStore,
+    /// Notifications: `create` for the server's own producers (mentions, track_ready…).
+    notifier: Notifier,
+    /// Analytics: `emit` for the server's own events (message_sent, room_joined…).
+    analytics: Analytics,
+    /// The analytics writer; ends once its queue is drained after shutdown.
+    analytics_writer: JoinHandle<anyhow::Result<()>>,
 }
 
 /// Opens storage and the bus, binds both ports and starts serving.
 pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
-    let parts = assemble(&config).await?;
+    let (trigger, shutdown) = shutdown::channel();
+    let parts = assemble(&config, &shutdown).await?;
     if config.demo {
         seed_demo(&parts.db).await?;
     }
     let grpc = TcpListener::bind(config.grpc_addr).await.with_context(|| format!("binding {}", config.grpc_addr))?;
     let http = TcpListener::bind(config.http_addr).await.with_context(|| format!("binding {}", config.http_addr))?;
     let (grpc_addr, http_addr) = (grpc.local_addr()?, http.local_addr()?);
-    let (trigger, shutdown) = shutdown::channel();
     let health = HealthReporter::new();
     let health_service = HealthServer::new(DrainingHealth::new(HealthService::from_health_reporter(health.clone()), shutdown.clone()));
     set_health(&health, ServingStatus::Serving).await;
@@ -95,6 +101,7 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
     let routes = builder
         .layer(tonic_web::GrpcWebLayer::new())
         .layer(SpanLayer)
+        .layer(MetricsLayer::new(parts.metrics.clone()))
         .layer(AuthLayer::new(parts.auth.clone()))
         .add_service(health_service)
         .add_service(reflection_v1)
@@ -105,9 +112,13 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
         ))))
         .add_service(compressed!(chat::chat_service_server::ChatServiceServer::new(stubs::ChatStub)))
         .add_service(compressed!(stream::stream_service_server::StreamServiceServer::new(stubs::StreamStub)))
-        .add_service(compressed!(analytics::analytics_service_server::AnalyticsServiceServer::new(stubs::AnalyticsStub)))
+        .add_service(compressed!(analytics::analytics_service_server::AnalyticsServiceServer::new(AnalyticsApi::new(
+            parts.analytics.clone(),
+            parts.metrics.clone(),
+            shutdown.clone()
+        ))))
         .add_service(compressed!(notification::notification_service_server::NotificationServiceServer::new(
-            stubs::NotificationStub
+            NotificationApi::new(parts.notifier.clone(), shutdown.clone())
         )));
 
     let incoming = TcpListenerStream::new(grpc).map(|s| {
@@ -134,12 +145,12 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
         trigger,
         health,
         grace: config.shutdown_grace,
-        tasks: vec![grpc_task, http_task],
+        tasks: vec![grpc_task, http_task, parts.analytics_writer],
     })
 }
 
 
-async fn assemble(config: &Config) -> anyhow::Result<Parts> {
+async fn assemble(config: &Config, shutdown: &shutdown::Shutdown) -> anyhow::Result<Parts> {
     std::fs::create_dir_all(&config.data_dir).with_context(|| format!("creating {}", config.data_dir.display()))?;
     let db = Db::connect(&config.database_url).await.context("opening the database")?;
     let blobs = BlobStore::open(config.blob_url.as_deref(), &config.data_dir.join("blobs"))?;
@@ -150,14 +161,19 @@ async fn assemble(config: &Config) -> anyhow::Result<Parts> {
     let tokens = TokenKeys::load(&config.jwt, &db, &config.data_dir).await?;
     let revocations = Revocations::start(&bus, &db).await?;
     let auth = Arc::new(Authenticator::new(tokens, revocations, db.clone()));
-    let accounts = Arc::new(Accounts::new(
-        db.clone(),
-        bus.clone(),
-        auth.clone(),
-        config.access_token_ttl,
-        config.refresh_token_ttl,
-    ));
-    Ok(Parts { db, bus, auth, accounts, metrics: Arc::new(Metrics::new()), _blobs: blobs })
+    let metrics = Arc::new(Metrics::new());
+    let analytics_opts = AnalyticsOptions {
+        queue_capacity: config.analytics_queue_capacity,
+        retention: (config.analytics_retention_days > 0).then(|| std::time::Duration::from_secs(config.analytics_retention_days * 86_400)),
+        ..AnalyticsOptions::default()
+    };
+    let (analytics, analytics_writer) = Analytics::start(db.clone(), bus.clone(), metrics.clone(), analytics_opts, shutdown.clone()).await?;
+    let notifier = Notifier::new(db.clone(), bus.clone(), metrics.clone());
+    let accounts = Arc::new(
+        Accounts::new(db.clone(), bus.clone(), auth.clone(), config.access_token_ttl, config.refresh_token_ttl)
+            .with_analytics(analytics.clone()),
+    );
+    Ok(Parts { db, bus, auth, accounts, metrics, _blobs: blobs, notifier, analytics, analytics_writer })
 }
 
 async fn set_health(health: &HealthReporter, status: ServingStatus) {

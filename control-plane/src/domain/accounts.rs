@@ -56,12 +56,25 @@ pub struct Accounts {
     auth: Arc<Authenticator>,
     access_ttl: Duration,
     refresh_ttl: Duration,
+    analytics: Option<super::Analytics>,
 }
 
 impl Accounts {
     /// Accounts over this database, bus and authenticator.
     pub fn new(db: Db, bus: Bus, auth: Arc<Authenticator>, access_ttl: Duration, refresh_ttl: Duration) -> Self {
-        Accounts { db, bus, auth, access_ttl, refresh_ttl }
+        Accounts { db, bus, auth, access_ttl, refresh_ttl, analytics: None }
+    }
+
+    /// Emits `login_succeeded` / `login_failed` analytics events.
+    pub fn with_analytics(mut self, analytics: super::Analytics) -> Self {
+        self.analytics = Some(analytics);
+        self
+    }
+
+    fn emit(&self, event_type: &str, user_id: i64, properties: Vec<(String, String)>) {
+        if let Some(a) = &self.analytics {
+            a.emit(event_type, user_id, properties);
+        }
     }
 
     /// Creates an account after checking every field.
@@ -78,23 +91,31 @@ impl Accounts {
         let device_id = validate::text("device_id", device_id, 200)?;
         let ip = validate::text("ip_address", ip, 64)?;
         let user = self.db.user_by_email(&email).await?;
-        if let Some(u) = &user {
-            check_throttle(u)?;
+        if let Some(u) = &user
+            && let Err(e) = check_throttle(u)
+        {
+            self.emit("login_failed", u.id, vec![("reason".into(), "throttled".into())]);
+            return Err(e);
         }
         let ok = password::verify(pw.to_string(), user.as_ref().map(|u| u.password_hash.clone())).await?;
         let user = match user {
             Some(u) if ok => u,
             Some(u) => {
+                self.emit("login_failed", u.id, vec![("reason".into(), "bad_password".into())]);
                 self.db.record_failed_login(u.id).await?;
                 return Err(bad_login());
             }
-            None => return Err(bad_login()),
+            None => {
+                self.emit("login_failed", 0, vec![("reason".into(), "unknown_account".into())]);
+                return Err(bad_login());
+            }
         };
         self.db.reset_failed_logins(user.id).await?;
         let refresh = secrets::random_token();
         let new = NewSession { user_id: user.id, device_id: &device_id, ip_address: &ip, expires_at: self.refresh_expiry() };
         let session = self.db.create_session(&new, &secrets::hash_secret(&refresh)).await?;
         self.publish_session("created", &session).await;
+        self.emit("login_succeeded", user.id, vec![("session_id".into(), session.id.to_string())]);
         self.tokens_for(user, &session, refresh)
     }
 

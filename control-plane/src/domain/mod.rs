@@ -2,9 +2,13 @@
 //! media, notifications and analytics.
 
 mod accounts;
+pub mod analytics;
 mod api_keys;
 mod error;
+pub mod notify;
 pub mod validate;
 
 pub use accounts::{Accounts, NewAccount, SessionEvent, Tokens, create_account};
+pub use analytics::Analytics;
 pub use error::DomainError;
+pub use notify::Notifier;

@@ -1,8 +1,11 @@
 //! The gRPC edge: one file per service turning protobuf into domain calls and back, and the one
 //! mapping from domain errors to `tonic::Status`.
 
+pub mod analytics;
 pub mod auth;
 pub mod health;
+pub mod metrics_layer;
+pub mod notification;
 pub mod status;
 pub mod stubs;
 

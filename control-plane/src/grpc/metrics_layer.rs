@@ -1,0 +1,339 @@
+//! The tower layer that records the grpc-ecosystem server metrics of every call:
+//! `grpc_server_started_total`, `grpc_server_handled_total{grpc_code}`,
+//! `grpc_server_msg_received_total`, `grpc_server_msg_sent_total` and the
+//! `grpc_server_handling_seconds` histogram, labelled `grpc_type`, `grpc_service`, `grpc_method`.
+//!
+//! The status comes from the response headers (trailers-only responses: errors before any
+//! message, the auth layer's refusals) or from the trailers at the end of the body; a call whose
+//! body is dropped before its trailers counts as `Canceled`. Messages are counted exactly by
+//! following the gRPC length-prefixed framing of the request and response bodies. The time is from
+//! the request to the end of the response (the last message of a stream).
+
+use std::{
+    collections::HashMap,
+    future::Future,
+    pin::Pin,
+    sync::{Arc, LazyLock},
+    task::{Context, Poll},
+    time::Instant,
+};
+
+use bytes::Bytes;
+use http_body::{Frame, SizeHint};
+use prometheus_client::metrics::counter::Counter;
+use prost::Message;
+use tonic::body::Body;
+use tower::{Layer, Service};
+
+use crate::metrics::{CodeLabels, MethodLabels, Metrics};
+
+/// The kind, service and method of a known gRPC path.
+#[derive(Clone, Copy, Debug)]
+struct MethodInfo {
+    labels: &'static MethodLabels,
+}
+
+/// Every method this server serves, from the Veza descriptor set plus health and reflection.
+static METHODS: LazyLock<HashMap<String, &'static MethodLabels>> = LazyLock::new(|| {
+    let mut map = HashMap::new();
+    let mut add = |service: String, method: String, client: bool, server: bool| {
+        let grpc_type = match (client, server) {
+            (false, false) => "unary",
+            (true, false) => "client_stream",
+            (false, true) => "server_stream",
+            (true, true) => "bidi_stream",
+        };
+        let path = format!("/{service}/{method}");
+        let labels: &'static MethodLabels =
+            Box::leak(Box::new(MethodLabels { grpc_type, grpc_service: leak(service), grpc_method: leak(method) }));
+        map.insert(path, labels);
+    };
+    match prost_types::FileDescriptorSet::decode(veza_proto::FILE_DESCRIPTOR_SET) {
+        Ok(set) => {
+            for file in set.file {
+                let package = file.package.unwrap_or_default();
+                for svc in file.service {
+                    let service = format!("{package}.{}", svc.name.unwrap_or_default());
+                    for m in svc.method {
+                        add(
+                            service.clone(),
+                            m.name.unwrap_or_default(),
+                            m.client_streaming.unwrap_or(false),
+                            m.server_streaming.unwrap_or(false),
+                        );
+                    }
+                }
+            }
+        }
+        Err(e) => tracing::error!(error = %e, "decoding the descriptor set for metrics"),
+    }
+    add("grpc.health.v1.Health".into(), "Check".into(), false, false);
+    add("grpc.health.v1.Health".into(), "Watch".into(), false, true);
+    for v in ["v1", "v1alpha"] {
+        add(format!("grpc.reflection.{v}.ServerReflection"), "ServerReflectionInfo".into(), true, true);
+    }
+    map
+});
+
+static UNKNOWN: MethodLabels = MethodLabels { grpc_type: "unary", grpc_service: "unknown", grpc_method: "unknown" };
+
+fn leak(s: String) -> &'static str {
+    Box::leak(s.into_boxed_str())
+}
+
+fn method_info(path: &str) -> MethodInfo {
+    MethodInfo { labels: METHODS.get(path).copied().unwrap_or(&UNKNOWN) }
+}
+
+/// The grpc-go name of a status code, as the `grpc_code` label.
+pub fn code_name(code: &str) -> &'static str {
+    match code.trim() {
+        "0" => "OK",
+        "1" => "Canceled",
+        "2" => "Unknown",
+        "3" => "InvalidArgument",
+        "4" => "DeadlineExceeded",
+        "5" => "NotFound",
+        "6" => "AlreadyExists",
+        "7" => "PermissionDenied",
+        "8" => "ResourceExhausted",
+        "9" => "FailedPrecondition",
+        "10" => "Aborted",
+        "11" => "OutOfRange",
+        "12" => "Unimplemented",
+        "13" => "Internal",
+        "14" => "Unavailable",
+        "15" => "DataLoss",
+        "16" => "Unauthenticated",
+        _ => "Unknown",
+    }
+}
+
+/// Adds the gRPC server metrics to a service.
+#[derive(Clone)]
+pub struct MetricsLayer {
+    metrics: Arc<Metrics>,
+}
+
+impl MetricsLayer {
+    /// A layer recording into `metrics`.
+    pub fn new(metrics: Arc<Metrics>) -> MetricsLayer {
+        MetricsLayer { metrics }
+    }
+}
+
+impl<S> Layer<S> for MetricsLayer {
+    type Service = Measured<S>;
+
+    fn layer(&self, inner: S) -> Measured<S> {
+        Measured { inner, metrics: self.metrics.clone() }
+    }
+}
+
+/// A service whose calls are measured.
+#[derive(Clone)]
+pub struct Measured<S> {
+    inner: S,
+    metrics: Arc<Metrics>,
+}
+
+impl<S> Service<http::Request<Body>> for Measured<S>
+where
+    S: Service<http::Request<Body>, Response = http::Response<Body>>,
+    S::Future: Send + 'static,
+{
+    type Response = http::Response<Body>;
+    type Error = S::Error;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Self::Error>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: http::Request<Body>) -> Self::Future {
+        let labels = method_info(req.uri().path()).labels;
+        let m = &self.metrics;
+        m.grpc.started.get_or_create(labels).inc();
+        let call = Call::new(m.clone(), labels);
+        let received = m.grpc.msg_received.get_or_create_owned(labels);
+        let sent = m.grpc.msg_sent.get_or_create_owned(labels);
+        let req = req.map(|body| Body::new(Counted { inner: body, frames: Framing::default(), counter: received, call: None }));
+        let fut = self.inner.call(req);
+        Box::pin(async move {
+            let resp = fut.await?;
+            if let Some(code) = resp.headers().get("grpc-status") {
+                call.finish(code_name(code.to_str().unwrap_or("2")));
+                return Ok(resp);
+            }
+            Ok(resp.map(|body| Body::new(Counted { inner: body, frames: Framing::default(), counter: sent, call: Some(call) })))
+        })
+    }
+}
+
+/// One call in flight; records its outcome once, on `finish` or (as `Canceled`) when dropped.
+struct Call {
+    metrics: Arc<Metrics>,
+    labels: &'static MethodLabels,
+    start: Instant,
+    done: bool,
+}
+
+impl Call {
+    fn new(metrics: Arc<Metrics>, labels: &'static MethodLabels) -> Call {
+        if labels.grpc_type != "unary" {
+            metrics.open_streams.inc();
+        }
+        Call { metrics, labels, start: Instant::now(), done: false }
+    }
+
+    fn finish(mut self, code: &'static str) {
+        self.record(code);
+    }
+
+    fn record(&mut self, code: &'static str) {
+        if self.done {
+            return;
+        }
+        self.done = true;
+        let l = self.labels;
+        let g = &self.metrics.grpc;
+        g.handled
+            .get_or_create(&CodeLabels {
+                grpc_type: l.grpc_type,
+                grpc_service: l.grpc_service,
+                grpc_method: l.grpc_method,
+                grpc_code: code,
+            })
+            .inc();
+        g.handling_seconds.get_or_create(l).observe(self.start.elapsed().as_secs_f64());
+        if l.grpc_type != "unary" {
+            self.metrics.open_streams.dec();
+        }
+    }
+}
+
+impl Drop for Call {
+    fn drop(&mut self) {
+        self.record("Canceled");
+    }
+}
+
+/// Follows gRPC's length-prefixed messages across data frames: 1 flag byte, 4 bytes of length.
+#[derive(Default)]
+struct Framing {
+    header: [u8; 5],
+    have: usize,
+    remaining: u64,
+}
+
+impl Framing {
+    /// Feeds `data`; returns how many messages began in it.
+    fn feed(&mut self, mut data: &[u8]) -> u64 {
+        let mut started = 0;
+        while !data.is_empty() {
+            if self.remaining > 0 {
+                let take = (self.remaining.min(data.len() as u64)) as usize;
+                self.remaining -= take as u64;
+                data = &data[take..];
+                continue;
+            }
+            let take = (5 - self.have).min(data.len());
+            self.header[self.have..self.have + take].copy_from_slice(&data[..take]);
+            self.have += take;
+            data = &data[take..];
+            if self.have == 5 {
+                self.have = 0;
+                started += 1;
+                self.remaining = u64::from(u32::from_be_bytes([self.header[1], self.header[2], self.header[3], self.header[4]]));
+            }
+        }
+        started
+    }
+}
+
+/// A body that counts the messages passing through it and, for responses, records the status
+/// found in the trailers.
+struct Counted {
+    inner: Body,
+    frames: Framing,
+    counter: Counter,
+    call: Option<Call>,
+}
+
+impl http_body::Body for Counted {
+    type Data = Bytes;
+    type Error = tonic::Status;
+
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        let this = &mut *self;
+        let polled = Pin::new(&mut this.inner).poll_frame(cx);
+        match &polled {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let Some(data) = frame.data_ref() {
+                    let n = this.frames.feed(data);
+                    if n > 0 {
+                        this.counter.inc_by(n);
+                    }
+                } else if let Some(trailers) = frame.trailers_ref()
+                    && let Some(call) = this.call.take()
+                {
+                    let code = trailers.get("grpc-status").and_then(|v| v.to_str().ok()).map_or("Unknown", code_name);
+                    call.finish(code);
+                }
+            }
+            Poll::Ready(Some(Err(_))) => {
+                if let Some(call) = this.call.take() {
+                    call.finish("Unknown");
+                }
+            }
+            Poll::Ready(None) => {
+                if let Some(call) = this.call.take() {
+                    call.finish("Unknown");
+                }
+            }
+            Poll::Pending => {}
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn framing_counts_messages_split_across_frames() {
+        let mut f = Framing::default();
+        let msg = |len: u32| {
+            let mut v = vec![0u8];
+            v.extend_from_slice(&len.to_be_bytes());
+            v.extend(std::iter::repeat_n(7u8, len as usize));
+            v
+        };
+        let all: Vec<u8> = [msg(3), msg(0), msg(10)].concat();
+        assert_eq!(f.feed(&all), 3);
+        let mut f = Framing::default();
+        let n: u64 = all.chunks(2).map(|c| f.feed(c)).sum();
+        assert_eq!(n, 3);
+    }
+
+    #[test]
+    fn methods_come_from_the_descriptor_set() {
+        let l = method_info("/veza.notification.NotificationService/StreamNotifications").labels;
+        assert_eq!(
+            (l.grpc_type, l.grpc_service, l.grpc_method),
+            ("server_stream", "veza.notification.NotificationService", "StreamNotifications")
+        );
+        assert_eq!(method_info("/veza.analytics.AnalyticsService/TrackEvent").labels.grpc_type, "unary");
+        assert_eq!(method_info("/nope/x").labels.grpc_service, "unknown");
+        assert_eq!(code_name("7"), "PermissionDenied");
+    }
+}

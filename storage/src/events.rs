@@ -1,0 +1,192 @@
+//! The analytics events repository: batched inserts, time buckets computed in SQL, and pruning.
+//!
+//! Event ids are assigned by the server (time-ordered, see the domain's id generator), so a batch
+//! goes in as a few multi-row `INSERT`s in one transaction. Properties live one per row in
+//! `event_properties(event_id, key, value)` so `group_by` is a join on the primary key.
+
+use sqlx::Row;
+
+use crate::{Db, error::Result, now_ms};
+
+/// An analytics event as stored.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct EventRecord {
+    pub id: i64,
+    pub event_type: String,
+    /// 0 for anonymous events.
+    pub user_id: i64,
+    /// When the event happened, ms since the epoch.
+    pub ts: i64,
+    pub source: String,
+    pub properties: Vec<(String, String)>,
+}
+
+/// What [`Db::event_buckets`] counts.
+#[derive(Debug, Clone)]
+pub struct BucketQuery<'a> {
+    pub event_type: &'a str,
+    /// Inclusive, ms.
+    pub from: i64,
+    /// Exclusive, ms.
+    pub to: i64,
+    pub interval_ms: i64,
+    /// A property name to group by.
+    pub group_by: Option<&'a str>,
+}
+
+/// One (bucket, group) of [`Db::event_buckets`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BucketRow {
+    /// `(ts - from) / interval_ms`.
+    pub bucket: i64,
+    /// The group's property value ("" when not grouped or when the event lacks the property).
+    pub group: String,
+    pub count: i64,
+    /// Distinct non-zero user ids.
+    pub unique_users: i64,
+}
+
+/// Rows per multi-row `INSERT` (the remainder goes in power-of-two chunks, so only a handful of
+/// distinct statements are ever prepared).
+const CHUNK: usize = 256;
+
+fn chunks(n: usize) -> Vec<usize> {
+    let mut out = vec![CHUNK; n / CHUNK];
+    let mut rest = n % CHUNK;
+    let mut size = CHUNK / 2;
+    while rest > 0 {
+        if rest >= size {
+            out.push(size);
+            rest -= size;
+        }
+        size /= 2;
+    }
+    out
+}
+
+fn values(rows: usize, cols: usize) -> String {
+    let mut s = String::with_capacity(rows * cols * 5);
+    for r in 0..rows {
+        if r > 0 {
+            s.push(',');
+        }
+        s.push('(');
+        for c in 0..cols {
+            if c > 0 {
+                s.push(',');
+            }
+            s.push('$');
+            s.push_str(&(r * cols + c + 1).to_string());
+        }
+        s.push(')');
+    }
+    s
+}
+
+impl Db {
+    /// Registers a starting analytics writer and returns its node number (unique per start).
+    pub async fn register_analytics_node(&self) -> Result<i64> {
+        let row = sqlx::query("INSERT INTO analytics_nodes (started_at) VALUES ($1) RETURNING id")
+            .bind(now_ms())
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(row.try_get(0)?)
+    }
+
+    /// Writes a batch of events and their properties in one transaction.
+    pub async fn insert_events(&self, events: &[EventRecord]) -> Result<()> {
+        if events.is_empty() {
+            return Ok(());
+        }
+        let mut tx = self.pool.begin().await?;
+        let mut at = 0;
+        for n in chunks(events.len()) {
+            let sql = format!("INSERT INTO events (id, event_type, user_id, ts, source) VALUES {}", values(n, 5));
+            let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+            for e in &events[at..at + n] {
+                q = q.bind(e.id).bind(e.event_type.as_str()).bind(e.user_id).bind(e.ts).bind(e.source.as_str());
+            }
+            q.execute(&mut *tx).await?;
+            at += n;
+        }
+        let props: Vec<(i64, &str, &str)> =
+            events.iter().flat_map(|e| e.properties.iter().map(move |(k, v)| (e.id, k.as_str(), v.as_str()))).collect();
+        let mut at = 0;
+        for n in chunks(props.len()) {
+            let sql = format!("INSERT INTO event_properties (event_id, key, value) VALUES {}", values(n, 3));
+            let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+            for (id, k, v) in &props[at..at + n] {
+                q = q.bind(*id).bind(*k).bind(*v);
+            }
+            q.execute(&mut *tx).await?;
+            at += n;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Counts and distinct users per time bucket (and group), computed in SQL.
+    pub async fn event_buckets(&self, q: &BucketQuery<'_>) -> Result<Vec<BucketRow>> {
+        let (join, group) = match q.group_by {
+            Some(_) => ("LEFT JOIN event_properties p ON p.event_id = e.id AND p.key = $5", "COALESCE(p.value, '')"),
+            None => ("", "''"),
+        };
+        // Inner level: one row per (bucket, group, user); outer: counts per (bucket, group).
+        // Cheaper than COUNT(DISTINCT) on both engines.
+        let sql = format!(
+            "SELECT b, g, CAST(SUM(c) AS BIGINT) AS c, CAST(SUM(CASE WHEN u <> 0 THEN 1 ELSE 0 END) AS BIGINT) AS u FROM (\
+               SELECT (e.ts - $1) / $2 AS b, {group} AS g, e.user_id AS u, COUNT(*) AS c \
+               FROM events e {join} \
+               WHERE e.event_type = $3 AND e.ts >= $1 AND e.ts < $4 \
+               GROUP BY b, g, u\
+             ) t GROUP BY b, g ORDER BY b, g"
+        );
+        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(q.from).bind(q.interval_ms).bind(q.event_type).bind(q.to);
+        if let Some(key) = q.group_by {
+            query = query.bind(key);
+        }
+        let rows = query.fetch_all(&self.pool).await?;
+        rows.iter()
+            .map(|r| {
+                Ok(BucketRow {
+                    bucket: r.try_get("b")?,
+                    group: r.try_get("g")?,
+                    count: r.try_get("c")?,
+                    unique_users: r.try_get("u")?,
+                })
+            })
+            .collect()
+    }
+
+    /// Deletes up to `limit` events with an id below `before_id` (and their properties); returns
+    /// how many events went.
+    pub async fn prune_events(&self, before_id: i64, limit: i64) -> Result<u64> {
+        let mut tx = self.pool.begin().await?;
+        let row = sqlx::query("SELECT COALESCE(MAX(id), 0) FROM (SELECT id FROM events WHERE id < $1 ORDER BY id LIMIT $2) t")
+            .bind(before_id)
+            .bind(limit)
+            .fetch_one(&mut *tx)
+            .await?;
+        let upto: i64 = row.try_get(0)?;
+        if upto == 0 {
+            return Ok(0);
+        }
+        sqlx::query("DELETE FROM event_properties WHERE event_id <= $1").bind(upto).execute(&mut *tx).await?;
+        let done = sqlx::query("DELETE FROM events WHERE id <= $1").bind(upto).execute(&mut *tx).await?;
+        tx.commit().await?;
+        Ok(done.rows_affected())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn chunks_cover_every_row_with_few_sizes() {
+        for n in [0, 1, 7, 255, 256, 257, 1000, 5000] {
+            let c = super::chunks(n);
+            assert_eq!(c.iter().sum::<usize>(), n);
+            assert!(c.iter().all(|s| s.is_power_of_two()));
+        }
+        assert_eq!(super::values(2, 2), "($1,$2),($3,$4)");
+    }
+}

@@ -42,11 +42,12 @@ impl Decoder {
             return Err(MediaError::Empty);
         }
         let head = read_head(&mut src)?;
+        guard_wav_header(&head)?;
         let (backend, info) = if crate::opus_in::is_ogg_opus(&head) {
             let (reader, info) = OggOpusReader::open(src)?;
             (Backend::Opus(Box::new(reader)), info)
         } else {
-            let (backend, info) = SymphoniaBackend::open(src)?;
+            let (backend, info) = guarded(|| SymphoniaBackend::open(src))?;
             (Backend::Symphonia(backend), info)
         };
         check_layout(&info)?;
@@ -83,7 +84,7 @@ impl Decoder {
     pub fn next_block(&mut self) -> Result<Option<&[f32]>> {
         let src_ch = usize::from(self.info.channels);
         let got = match &mut self.backend {
-            Backend::Symphonia(b) => b.next(&mut self.raw, src_ch)?,
+            Backend::Symphonia(b) => guarded(|| b.next(&mut self.raw, src_ch))?,
             Backend::Opus(b) => b.next(&mut self.raw)?,
         };
         if !got {
@@ -118,12 +119,44 @@ impl Decoder {
     }
 }
 
-/// Reads up to 64 bytes and rewinds.
+/// Runs third-party decoder code, turning a panic (e.g. an overflow check) into an error.
+fn guarded<T>(f: impl FnOnce() -> Result<T>) -> Result<T> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).unwrap_or_else(|_| {
+        Err(MediaError::Malformed(
+            "decoder failed on this stream".into(),
+        ))
+    })
+}
+
+/// Reads up to 4 KiB and rewinds.
 fn read_head<R: Read + Seek>(src: &mut R) -> Result<Vec<u8>> {
-    let mut head = Vec::with_capacity(64);
-    src.by_ref().take(64).read_to_end(&mut head)?;
+    let mut head = Vec::with_capacity(4096);
+    src.by_ref().take(4096).read_to_end(&mut head)?;
     src.seek(SeekFrom::Start(0))?;
     Ok(head)
+}
+
+/// Rejects WAV `fmt ` chunks whose channel count would overflow symphonia's arithmetic.
+fn guard_wav_header(head: &[u8]) -> Result<()> {
+    if head.len() < 12 || &head[..4] != b"RIFF" || &head[8..12] != b"WAVE" {
+        return Ok(());
+    }
+    let mut at = 12;
+    while let Some(chunk) = head.get(at..at + 8) {
+        let len = u32::from_le_bytes([chunk[4], chunk[5], chunk[6], chunk[7]]) as usize;
+        if &chunk[..4] == b"fmt " {
+            let channels = head
+                .get(at + 10..at + 12)
+                .map(|c| u16::from_le_bytes([c[0], c[1]]));
+            return match channels {
+                Some(0) => Err(MediaError::Malformed("WAV with zero channels".into())),
+                Some(n) if n > MAX_CHANNELS => Err(MediaError::Limit(format!("{n} channels"))),
+                _ => Ok(()),
+            };
+        }
+        at = at.saturating_add(8).saturating_add(len + (len & 1));
+    }
+    Ok(())
 }
 
 fn check_layout(info: &ProbeInfo) -> Result<()> {

@@ -1,0 +1,178 @@
+//! TrackEvent load: an in-process server (SQLite in a temp dir, or `--database-url postgres://…`),
+//! many concurrent tonic clients over a few HTTP/2 connections, at a fixed rate (`--rate`) or as
+//! fast as they go (`--rate 0`). Reports accepted events/s, the write throughput (until every
+//! accepted event is in the database), refusals and the latency distribution.
+//!
+//! Usage: `events_load [--seconds 10] [--rate 20000] [--concurrency 64] [--connections 4]
+//!         [--database-url URL]`
+
+use std::{
+    collections::HashMap,
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::{Duration, Instant},
+};
+
+use tonic::{Code, Request, metadata::MetadataValue, transport::Channel};
+use veza_control_plane::{Config, domain::NewAccount};
+use veza_proto::{
+    analytics::{GetMetricsRequest, TrackEventRequest, analytics_service_client::AnalyticsServiceClient},
+    auth::{AuthenticateRequest, auth_service_client::AuthServiceClient},
+};
+
+struct Args {
+    seconds: u64,
+    rate: u64,
+    concurrency: usize,
+    connections: usize,
+    database_url: Option<String>,
+}
+
+fn args() -> anyhow::Result<Args> {
+    let mut a = Args { seconds: 10, rate: 20_000, concurrency: 64, connections: 4, database_url: None };
+    let mut it = std::env::args().skip(1);
+    while let Some(flag) = it.next() {
+        let mut value = || it.next().ok_or_else(|| anyhow::anyhow!("{flag} needs a value"));
+        match flag.as_str() {
+            "--seconds" => a.seconds = value()?.parse()?,
+            "--rate" => a.rate = value()?.parse()?,
+            "--concurrency" => a.concurrency = value()?.parse()?,
+            "--connections" => a.connections = value()?.parse()?,
+            "--database-url" => a.database_url = Some(value()?),
+            other => anyhow::bail!("unknown flag {other}"),
+        }
+    }
+    Ok(a)
+}
+
+fn authed<T>(token: &str, msg: T) -> anyhow::Result<Request<T>> {
+    let mut req = Request::new(msg);
+    let v: MetadataValue<_> = format!("Bearer {token}").parse()?;
+    req.metadata_mut().insert("authorization", v);
+    Ok(req)
+}
+
+async fn written(client: &mut AnalyticsServiceClient<Channel>, token: &str) -> anyhow::Result<f64> {
+    let names = vec!["veza_analytics_events_written_total".to_string()];
+    let m = client.get_metrics(authed(token, GetMetricsRequest { names })?).await?.into_inner();
+    Ok(m.metrics.first().map_or(0.0, |m| m.value))
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let a = args()?;
+    let dir = tempfile::tempdir()?;
+    let mut config = Config::for_tests(dir.path().to_path_buf());
+    if let Some(url) = &a.database_url {
+        config.database_url = url.clone();
+    }
+    let server = veza_control_plane::start(config).await?;
+    let backend = format!("{:?}", server.db.backend());
+    let email = format!("load-{}@example.com", std::process::id());
+    let account = NewAccount { email: email.clone(), password: "load password".into(), admin: true, ..Default::default() };
+    veza_control_plane::domain::create_account(&server.db, account).await?;
+    let url = format!("http://{}", server.grpc_addr);
+    let mut channels = Vec::new();
+    for _ in 0..a.connections.max(1) {
+        channels.push(tonic::transport::Endpoint::from_shared(url.clone())?.tcp_nodelay(true).connect().await?);
+    }
+    let login = AuthServiceClient::new(channels[0].clone())
+        .authenticate(AuthenticateRequest { email, password: "load password".into(), ..Default::default() })
+        .await?
+        .into_inner();
+    let token: Arc<str> = login.access_token.into();
+
+    let ok = Arc::new(AtomicU64::new(0));
+    let exhausted = Arc::new(AtomicU64::new(0));
+    let failed = Arc::new(AtomicU64::new(0));
+    let started = Instant::now();
+    let deadline = started + Duration::from_secs(a.seconds);
+    let period = (a.rate > 0).then(|| Duration::from_secs_f64(a.concurrency as f64 / a.rate as f64));
+    let mut tasks = Vec::new();
+    for t in 0..a.concurrency {
+        let mut client = AnalyticsServiceClient::new(channels[t % channels.len()].clone());
+        let (token, ok, exhausted, failed) = (token.clone(), ok.clone(), exhausted.clone(), failed.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut latencies: Vec<u32> = Vec::with_capacity(1 << 16);
+            // Spread the tasks' schedules over one period.
+            let mut next = started + period.map_or(Duration::ZERO, |p| p.mul_f64(t as f64 / 64.0));
+            let mut i: u64 = 0;
+            loop {
+                if let Some(p) = period {
+                    tokio::time::sleep_until(next.into()).await;
+                    next += p;
+                }
+                if Instant::now() >= deadline {
+                    break;
+                }
+                i += 1;
+                let user = ((t as u64 * 7919 + i) % 10_000 + 1) as i64;
+                let properties = HashMap::from([("country".to_string(), ["FR", "DE", "US", "JP"][(i % 4) as usize].to_string())]);
+                let msg = TrackEventRequest {
+                    event_type: "play_started".into(),
+                    user_id: user,
+                    properties,
+                    timestamp: None,
+                    source: "load".into(),
+                };
+                let Ok(req) = authed(&token, msg) else { continue };
+                let sent = Instant::now();
+                let r = client.track_event(req).await;
+                latencies.push(sent.elapsed().as_micros().min(u32::MAX as u128) as u32);
+                match r {
+                    Ok(_) => ok.fetch_add(1, Ordering::Relaxed),
+                    Err(s) if s.code() == Code::ResourceExhausted => exhausted.fetch_add(1, Ordering::Relaxed),
+                    Err(_) => failed.fetch_add(1, Ordering::Relaxed),
+                };
+            }
+            latencies
+        }));
+    }
+    let mut latencies = Vec::new();
+    for t in tasks {
+        latencies.extend(t.await?);
+    }
+    let sending = started.elapsed();
+    let accepted = ok.load(Ordering::Relaxed);
+    let mut client = AnalyticsServiceClient::new(channels[0].clone());
+    while written(&mut client, &token).await? < accepted as f64 {
+        anyhow::ensure!(started.elapsed() < sending + Duration::from_secs(120), "events were not all written");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let all_written = started.elapsed();
+    latencies.sort_unstable();
+    let pct = |p: f64| {
+        latencies.get(((latencies.len() as f64 * p) as usize).min(latencies.len().saturating_sub(1))).copied().unwrap_or(0) as f64
+            / 1000.0
+    };
+    println!(
+        "backend {backend}: target {} ev/s, {} clients over {} connections, {:.1} s",
+        a.rate,
+        a.concurrency,
+        a.connections,
+        sending.as_secs_f64()
+    );
+    println!(
+        "accepted {accepted} ({:.0} ev/s), RESOURCE_EXHAUSTED {}, other errors {}",
+        accepted as f64 / sending.as_secs_f64(),
+        exhausted.load(Ordering::Relaxed),
+        failed.load(Ordering::Relaxed)
+    );
+    println!(
+        "all accepted events written after {:.2} s: {:.0} ev/s end to end",
+        all_written.as_secs_f64(),
+        accepted as f64 / all_written.as_secs_f64()
+    );
+    println!(
+        "TrackEvent latency ms: p50 {:.3}  p90 {:.3}  p99 {:.3}  p99.9 {:.3}  max {:.3}",
+        pct(0.5),
+        pct(0.9),
+        pct(0.99),
+        pct(0.999),
+        pct(1.0)
+    );
+    server.shutdown().await?;
+    Ok(())
+}

@@ -22,8 +22,14 @@ use crate::{
     auth::{AuthLayer, Authenticator, Revocations, TokenKeys},
     bus::Bus,
     config::Config,
-    domain::{Accounts, Analytics, DomainError, NewAccount, Notifier, analytics::AnalyticsOptions, create_account},
-    grpc::{analytics::AnalyticsApi, auth::AuthApi, health::DrainingHealth, metrics_layer::MetricsLayer, notification::NotificationApi, stubs},
+    domain::{
+        Accounts, Analytics, DomainError, NewAccount, Notifier, analytics::AnalyticsOptions,
+        chat::Chat, create_account,
+    },
+    grpc::{
+        analytics::AnalyticsApi, auth::AuthApi, chat::ChatApi, health::DrainingHealth,
+        metrics_layer::MetricsLayer, notification::NotificationApi, stubs,
+    },
     http::{HttpState, router},
     metrics::Metrics,
     shutdown::{self, ShutdownTrigger},
@@ -65,6 +71,7 @@ struct Parts {
     analytics: Analytics,
     /// The analytics writer; ends once its queue is drained after shutdown.
     analytics_writer: JoinHandle<anyhow::Result<()>>,
+    chat: Arc<Chat>,
 }
 
 /// Opens storage and the bus, binds both ports and starts serving.
@@ -72,13 +79,20 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
     let (trigger, shutdown) = shutdown::channel();
     let parts = assemble(&config, &shutdown).await?;
     if config.demo {
-        seed_demo(&parts.db).await?;
+        seed_demo(&parts.db, &parts.chat).await?;
     }
-    let grpc = TcpListener::bind(config.grpc_addr).await.with_context(|| format!("binding {}", config.grpc_addr))?;
-    let http = TcpListener::bind(config.http_addr).await.with_context(|| format!("binding {}", config.http_addr))?;
+    let grpc = TcpListener::bind(config.grpc_addr)
+        .await
+        .with_context(|| format!("binding {}", config.grpc_addr))?;
+    let http = TcpListener::bind(config.http_addr)
+        .await
+        .with_context(|| format!("binding {}", config.http_addr))?;
     let (grpc_addr, http_addr) = (grpc.local_addr()?, http.local_addr()?);
     let health = HealthReporter::new();
-    let health_service = HealthServer::new(DrainingHealth::new(HealthService::from_health_reporter(health.clone()), shutdown.clone()));
+    let health_service = HealthServer::new(DrainingHealth::new(
+        HealthService::from_health_reporter(health.clone()),
+        shutdown.clone(),
+    ));
     set_health(&health, ServingStatus::Serving).await;
 
     let tls = match &config.tls {
@@ -106,20 +120,33 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
-        .add_service(compressed!(auth_pb::auth_service_server::AuthServiceServer::new(AuthApi::new(
-            parts.accounts.clone(),
-            shutdown.clone()
-        ))))
-        .add_service(compressed!(chat::chat_service_server::ChatServiceServer::new(stubs::ChatStub)))
-        .add_service(compressed!(stream::stream_service_server::StreamServiceServer::new(stubs::StreamStub)))
-        .add_service(compressed!(analytics::analytics_service_server::AnalyticsServiceServer::new(AnalyticsApi::new(
-            parts.analytics.clone(),
-            parts.metrics.clone(),
-            shutdown.clone()
-        ))))
-        .add_service(compressed!(notification::notification_service_server::NotificationServiceServer::new(
-            NotificationApi::new(parts.notifier.clone(), shutdown.clone())
-        )));
+        .add_service(compressed!(
+            auth_pb::auth_service_server::AuthServiceServer::new(AuthApi::new(
+                parts.accounts.clone(),
+                shutdown.clone()
+            ))
+        ))
+        .add_service(compressed!(
+            chat::chat_service_server::ChatServiceServer::new(ChatApi::new(
+                parts.chat.clone(),
+                shutdown.clone()
+            ))
+        ))
+        .add_service(compressed!(
+            stream::stream_service_server::StreamServiceServer::new(stubs::StreamStub)
+        ))
+        .add_service(compressed!(
+            analytics::analytics_service_server::AnalyticsServiceServer::new(AnalyticsApi::new(
+                parts.analytics.clone(),
+                parts.metrics.clone(),
+                shutdown.clone()
+            ))
+        ))
+        .add_service(compressed!(
+            notification::notification_service_server::NotificationServiceServer::new(
+                NotificationApi::new(parts.notifier.clone(), shutdown.clone())
+            )
+        ));
 
     let incoming = TcpListenerStream::new(grpc).map(|s| {
         s.inspect(|s| {
@@ -128,13 +155,21 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
     });
     let mut sd = shutdown.clone();
     let grpc_task = tokio::spawn(async move {
-        routes.serve_with_incoming_shutdown(incoming, async move { sd.wait().await }).await?;
+        routes
+            .serve_with_incoming_shutdown(incoming, async move { sd.wait().await })
+            .await?;
         Ok(())
     });
-    let state = HttpState { db: parts.db.clone(), auth: parts.auth.clone(), metrics: parts.metrics.clone() };
+    let state = HttpState {
+        db: parts.db.clone(),
+        auth: parts.auth.clone(),
+        metrics: parts.metrics.clone(),
+    };
     let mut sd = shutdown.clone();
     let http_task = tokio::spawn(async move {
-        axum::serve(http, router(state)).with_graceful_shutdown(async move { sd.wait().await }).await?;
+        axum::serve(http, router(state))
+            .with_graceful_shutdown(async move { sd.wait().await })
+            .await?;
         Ok(())
     });
     tracing::info!(%grpc_addr, %http_addr, database = ?parts.db.backend(), bus = if matches!(parts.bus, Bus::Nats(_)) { "nats" } else { "in-process" }, "veza serving");
@@ -149,13 +184,17 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
     })
 }
 
-
 async fn assemble(config: &Config, shutdown: &shutdown::Shutdown) -> anyhow::Result<Parts> {
-    std::fs::create_dir_all(&config.data_dir).with_context(|| format!("creating {}", config.data_dir.display()))?;
-    let db = Db::connect(&config.database_url).await.context("opening the database")?;
+    std::fs::create_dir_all(&config.data_dir)
+        .with_context(|| format!("creating {}", config.data_dir.display()))?;
+    let db = Db::connect(&config.database_url)
+        .await
+        .context("opening the database")?;
     let blobs = BlobStore::open(config.blob_url.as_deref(), &config.data_dir.join("blobs"))?;
     let bus = match &config.nats_url {
-        Some(url) => Bus::nats(url).await.with_context(|| format!("connecting to NATS at {url}"))?,
+        Some(url) => Bus::nats(url)
+            .await
+            .with_context(|| format!("connecting to NATS at {url}"))?,
         None => Bus::local(),
     };
     let tokens = TokenKeys::load(&config.jwt, &db, &config.data_dir).await?;
@@ -164,16 +203,47 @@ async fn assemble(config: &Config, shutdown: &shutdown::Shutdown) -> anyhow::Res
     let metrics = Arc::new(Metrics::new());
     let analytics_opts = AnalyticsOptions {
         queue_capacity: config.analytics_queue_capacity,
-        retention: (config.analytics_retention_days > 0).then(|| std::time::Duration::from_secs(config.analytics_retention_days * 86_400)),
+        retention: (config.analytics_retention_days > 0)
+            .then(|| std::time::Duration::from_secs(config.analytics_retention_days * 86_400)),
         ..AnalyticsOptions::default()
     };
-    let (analytics, analytics_writer) = Analytics::start(db.clone(), bus.clone(), metrics.clone(), analytics_opts, shutdown.clone()).await?;
+    let (analytics, analytics_writer) = Analytics::start(
+        db.clone(),
+        bus.clone(),
+        metrics.clone(),
+        analytics_opts,
+        shutdown.clone(),
+    )
+    .await?;
     let notifier = Notifier::new(db.clone(), bus.clone(), metrics.clone());
     let accounts = Arc::new(
-        Accounts::new(db.clone(), bus.clone(), auth.clone(), config.access_token_ttl, config.refresh_token_ttl)
-            .with_analytics(analytics.clone()),
+        Accounts::new(
+            db.clone(),
+            bus.clone(),
+            auth.clone(),
+            config.access_token_ttl,
+            config.refresh_token_ttl,
+        )
+        .with_analytics(analytics.clone()),
     );
-    Ok(Parts { db, bus, auth, accounts, metrics, _blobs: blobs, notifier, analytics, analytics_writer })
+    let chat = Arc::new(Chat::new(
+        db.clone(),
+        bus.clone(),
+        analytics.clone(),
+        notifier.clone(),
+    ));
+    Ok(Parts {
+        db,
+        bus,
+        auth,
+        accounts,
+        metrics,
+        _blobs: blobs,
+        notifier,
+        analytics,
+        analytics_writer,
+        chat,
+    })
 }
 
 async fn set_health(health: &HealthReporter, status: ServingStatus) {
@@ -183,20 +253,31 @@ async fn set_health(health: &HealthReporter, status: ServingStatus) {
     }
 }
 
-/// The demo accounts of SPEC §2, created when absent.
-async fn seed_demo(db: &Db) -> anyhow::Result<()> {
+/// The demo accounts and room 1 `general` of SPEC §2, created when absent.
+async fn seed_demo(db: &Db, chat: &Chat) -> anyhow::Result<()> {
     let demo = [
         ("user@veza.app", "password123", "demo", false),
         ("admin@veza.app", "admin123", "admin", true),
     ];
     for (email, password, username, admin) in demo {
-        let account = NewAccount { email: email.into(), password: password.into(), username: username.into(), admin, ..Default::default() };
+        let account = NewAccount {
+            email: email.into(),
+            password: password.into(),
+            username: username.into(),
+            admin,
+            ..Default::default()
+        };
         match create_account(db, account).await {
             Ok(_) => tracing::info!(email, "seeded demo account"),
             Err(DomainError::AlreadyExists { .. }) => {}
             Err(e) => return Err(anyhow::anyhow!("seeding {email}: {e}")),
         }
     }
+    let mut members = Vec::new();
+    for (email, ..) in demo {
+        members.extend(db.user_by_email(email).await?.map(|u| u.id));
+    }
+    chat.seed_room(1, "general", &members).await?;
     Ok(())
 }
 

@@ -98,22 +98,39 @@ impl Db {
         if events.is_empty() {
             return Ok(());
         }
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin_write().await?;
         let mut at = 0;
         for n in chunks(events.len()) {
-            let sql = format!("INSERT INTO events (id, event_type, user_id, ts, source) VALUES {}", values(n, 5));
+            let sql = format!(
+                "INSERT INTO events (id, event_type, user_id, ts, source) VALUES {}",
+                values(n, 5)
+            );
             let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
             for e in &events[at..at + n] {
-                q = q.bind(e.id).bind(e.event_type.as_str()).bind(e.user_id).bind(e.ts).bind(e.source.as_str());
+                q = q
+                    .bind(e.id)
+                    .bind(e.event_type.as_str())
+                    .bind(e.user_id)
+                    .bind(e.ts)
+                    .bind(e.source.as_str());
             }
             q.execute(&mut *tx).await?;
             at += n;
         }
-        let props: Vec<(i64, &str, &str)> =
-            events.iter().flat_map(|e| e.properties.iter().map(move |(k, v)| (e.id, k.as_str(), v.as_str()))).collect();
+        let props: Vec<(i64, &str, &str)> = events
+            .iter()
+            .flat_map(|e| {
+                e.properties
+                    .iter()
+                    .map(move |(k, v)| (e.id, k.as_str(), v.as_str()))
+            })
+            .collect();
         let mut at = 0;
         for n in chunks(props.len()) {
-            let sql = format!("INSERT INTO event_properties (event_id, key, value) VALUES {}", values(n, 3));
+            let sql = format!(
+                "INSERT INTO event_properties (event_id, key, value) VALUES {}",
+                values(n, 3)
+            );
             let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
             for (id, k, v) in &props[at..at + n] {
                 q = q.bind(*id).bind(*k).bind(*v);
@@ -128,7 +145,10 @@ impl Db {
     /// Counts and distinct users per time bucket (and group), computed in SQL.
     pub async fn event_buckets(&self, q: &BucketQuery<'_>) -> Result<Vec<BucketRow>> {
         let (join, group) = match q.group_by {
-            Some(_) => ("LEFT JOIN event_properties p ON p.event_id = e.id AND p.key = $5", "COALESCE(p.value, '')"),
+            Some(_) => (
+                "LEFT JOIN event_properties p ON p.event_id = e.id AND p.key = $5",
+                "COALESCE(p.value, '')",
+            ),
             None => ("", "''"),
         };
         // Inner level: one row per (bucket, group, user); outer: counts per (bucket, group).
@@ -141,7 +161,11 @@ impl Db {
                GROUP BY b, g, u\
              ) t GROUP BY b, g ORDER BY b, g"
         );
-        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(q.from).bind(q.interval_ms).bind(q.event_type).bind(q.to);
+        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(q.from)
+            .bind(q.interval_ms)
+            .bind(q.event_type)
+            .bind(q.to);
         if let Some(key) = q.group_by {
             query = query.bind(key);
         }
@@ -161,7 +185,7 @@ impl Db {
     /// Deletes up to `limit` events with an id below `before_id` (and their properties); returns
     /// how many events went.
     pub async fn prune_events(&self, before_id: i64, limit: i64) -> Result<u64> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin_write().await?;
         let row = sqlx::query("SELECT COALESCE(MAX(id), 0) FROM (SELECT id FROM events WHERE id < $1 ORDER BY id LIMIT $2) t")
             .bind(before_id)
             .bind(limit)
@@ -171,8 +195,14 @@ impl Db {
         if upto == 0 {
             return Ok(0);
         }
-        sqlx::query("DELETE FROM event_properties WHERE event_id <= $1").bind(upto).execute(&mut *tx).await?;
-        let done = sqlx::query("DELETE FROM events WHERE id <= $1").bind(upto).execute(&mut *tx).await?;
+        sqlx::query("DELETE FROM event_properties WHERE event_id <= $1")
+            .bind(upto)
+            .execute(&mut *tx)
+            .await?;
+        let done = sqlx::query("DELETE FROM events WHERE id <= $1")
+            .bind(upto)
+            .execute(&mut *tx)
+            .await?;
         tx.commit().await?;
         Ok(done.rows_affected())
     }

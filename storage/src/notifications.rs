@@ -45,7 +45,10 @@ pub struct NotificationCounts {
 const COLUMNS: &str = "id, user_id, seq, kind, title, body, data, is_read, created_at, read_at";
 
 fn placeholders(from: usize, n: usize) -> String {
-    (from..from + n).map(|i| format!("${i}")).collect::<Vec<_>>().join(", ")
+    (from..from + n)
+        .map(|i| format!("${i}"))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 impl Db {
@@ -54,23 +57,38 @@ impl Db {
         if ids.is_empty() {
             return Ok(vec![]);
         }
-        let sql = format!("SELECT id FROM users WHERE id IN ({})", placeholders(1, ids.len()));
+        let sql = format!(
+            "SELECT id FROM users WHERE id IN ({})",
+            placeholders(1, ids.len())
+        );
         let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
         for id in ids {
             q = q.bind(*id);
         }
-        let found: std::collections::HashSet<i64> =
-            q.fetch_all(&self.pool).await?.iter().map(|r| r.try_get::<i64, _>(0)).collect::<std::result::Result<_, _>>()?;
-        Ok(ids.iter().copied().filter(|id| !found.contains(id)).collect())
+        let found: std::collections::HashSet<i64> = q
+            .fetch_all(&self.pool)
+            .await?
+            .iter()
+            .map(|r| r.try_get::<i64, _>(0))
+            .collect::<std::result::Result<_, _>>()?;
+        Ok(ids
+            .iter()
+            .copied()
+            .filter(|id| !found.contains(id))
+            .collect())
     }
 
     /// Stores one notification per user in one transaction; the records come back in the order of
     /// `user_ids` (which must not repeat).
-    pub async fn insert_notifications(&self, user_ids: &[i64], n: &NewNotification<'_>) -> Result<Vec<NotificationRecord>> {
+    pub async fn insert_notifications(
+        &self,
+        user_ids: &[i64],
+        n: &NewNotification<'_>,
+    ) -> Result<Vec<NotificationRecord>> {
         let mut order: Vec<i64> = user_ids.to_vec();
         order.sort_unstable();
         let now = now_ms();
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin_write().await?;
         let mut by_user = std::collections::HashMap::with_capacity(order.len());
         let insert = format!(
             "INSERT INTO notifications (user_id, seq, kind, title, body, data, created_at) \
@@ -110,8 +128,15 @@ impl Db {
         offset: i64,
     ) -> Result<Vec<NotificationRecord>> {
         let filter = if unread_only { "AND is_read = 0" } else { "" };
-        let sql = format!("SELECT {COLUMNS} FROM notifications WHERE user_id = $1 {filter} ORDER BY id DESC LIMIT $2 OFFSET $3");
-        let rows = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(user_id).bind(limit).bind(offset).fetch_all(&self.pool).await?;
+        let sql = format!(
+            "SELECT {COLUMNS} FROM notifications WHERE user_id = $1 {filter} ORDER BY id DESC LIMIT $2 OFFSET $3"
+        );
+        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(user_id)
+            .bind(limit)
+            .bind(offset)
+            .fetch_all(&self.pool)
+            .await?;
         rows.iter().map(notification_from_row).collect()
     }
 
@@ -124,13 +149,28 @@ impl Db {
         .bind(user_id)
         .fetch_one(&self.pool)
         .await?;
-        Ok(NotificationCounts { total: row.try_get("total")?, unread: row.try_get("unread")? })
+        Ok(NotificationCounts {
+            total: row.try_get("total")?,
+            unread: row.try_get("unread")?,
+        })
     }
 
     /// A user's notifications with an id above `after_id`, oldest first, at most `limit`.
-    pub async fn notifications_after(&self, user_id: i64, after_id: i64, limit: i64) -> Result<Vec<NotificationRecord>> {
-        let sql = format!("SELECT {COLUMNS} FROM notifications WHERE user_id = $1 AND id > $2 ORDER BY id LIMIT $3");
-        let rows = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(user_id).bind(after_id).bind(limit).fetch_all(&self.pool).await?;
+    pub async fn notifications_after(
+        &self,
+        user_id: i64,
+        after_id: i64,
+        limit: i64,
+    ) -> Result<Vec<NotificationRecord>> {
+        let sql = format!(
+            "SELECT {COLUMNS} FROM notifications WHERE user_id = $1 AND id > $2 ORDER BY id LIMIT $3"
+        );
+        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(user_id)
+            .bind(after_id)
+            .bind(limit)
+            .fetch_all(&self.pool)
+            .await?;
         rows.iter().map(notification_from_row).collect()
     }
 
@@ -143,7 +183,9 @@ impl Db {
             "UPDATE notifications SET is_read = 1, read_at = $1 WHERE user_id = $2 AND is_read = 0 AND id IN ({})",
             placeholders(3, ids.len())
         );
-        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(now_ms()).bind(user_id);
+        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(now_ms())
+            .bind(user_id);
         for id in ids {
             q = q.bind(*id);
         }
@@ -152,11 +194,13 @@ impl Db {
 
     /// Marks every unread notification of `user_id` as read; returns how many.
     pub async fn mark_all_notifications_read(&self, user_id: i64) -> Result<u64> {
-        let done = sqlx::query("UPDATE notifications SET is_read = 1, read_at = $1 WHERE user_id = $2 AND is_read = 0")
-            .bind(now_ms())
-            .bind(user_id)
-            .execute(&self.pool)
-            .await?;
+        let done = sqlx::query(
+            "UPDATE notifications SET is_read = 1, read_at = $1 WHERE user_id = $2 AND is_read = 0",
+        )
+        .bind(now_ms())
+        .bind(user_id)
+        .execute(&self.pool)
+        .await?;
         Ok(done.rows_affected())
     }
 }

@@ -37,13 +37,18 @@ pub enum RefreshUse {
     Rotated(SessionRecord),
 }
 
-const COLUMNS: &str = "id, user_id, device_id, ip_address, created_at, last_seen_at, expires_at, revoked";
+const COLUMNS: &str =
+    "id, user_id, device_id, ip_address, created_at, last_seen_at, expires_at, revoked";
 
 impl Db {
     /// Opens a session with its first refresh token (stored by hash).
-    pub async fn create_session(&self, s: &NewSession<'_>, refresh_hash: &str) -> Result<SessionRecord> {
+    pub async fn create_session(
+        &self,
+        s: &NewSession<'_>,
+        refresh_hash: &str,
+    ) -> Result<SessionRecord> {
         let now = now_ms();
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.begin_write().await?;
         let sql = format!(
             "INSERT INTO sessions (user_id, device_id, ip_address, created_at, last_seen_at, expires_at) \
              VALUES ($1, $2, $3, $4, $4, $5) RETURNING {COLUMNS}"
@@ -63,14 +68,23 @@ impl Db {
     }
 
     /// Spends a refresh token: rotates it to `new_hash`, or detects reuse and revokes the session.
-    pub async fn use_refresh_token(&self, hash: &str, new_hash: &str, new_expiry: i64) -> Result<RefreshUse> {
+    pub async fn use_refresh_token(
+        &self,
+        hash: &str,
+        new_hash: &str,
+        new_expiry: i64,
+    ) -> Result<RefreshUse> {
         let now = now_ms();
-        let mut tx = self.pool.begin().await?;
-        let row = sqlx::query("SELECT session_id, expires_at, used FROM refresh_tokens WHERE token_hash = $1")
-            .bind(hash)
-            .fetch_optional(&mut *tx)
-            .await?;
-        let Some(row) = row else { return Ok(RefreshUse::Invalid) };
+        let mut tx = self.begin_write().await?;
+        let row = sqlx::query(
+            "SELECT session_id, expires_at, used FROM refresh_tokens WHERE token_hash = $1",
+        )
+        .bind(hash)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let Some(row) = row else {
+            return Ok(RefreshUse::Invalid);
+        };
         let session_id: i64 = row.try_get(0)?;
         let expires_at: i64 = row.try_get(1)?;
         let used: i64 = row.try_get(2)?;
@@ -83,12 +97,15 @@ impl Db {
             tx.commit().await?;
             return Ok(s.map_or(RefreshUse::Invalid, RefreshUse::Reused));
         }
-        let spent = sqlx::query("UPDATE refresh_tokens SET used = 1 WHERE token_hash = $1 AND used = 0")
-            .bind(hash)
-            .execute(&mut *tx)
-            .await?;
+        let spent =
+            sqlx::query("UPDATE refresh_tokens SET used = 1 WHERE token_hash = $1 AND used = 0")
+                .bind(hash)
+                .execute(&mut *tx)
+                .await?;
         let session = fetch_session(&mut tx, session_id).await?;
-        let Some(session) = session.filter(|s| !s.revoked && s.expires_at > now && expires_at > now) else {
+        let Some(session) =
+            session.filter(|s| !s.revoked && s.expires_at > now && expires_at > now)
+        else {
             tx.commit().await?;
             return Ok(RefreshUse::Invalid);
         };
@@ -111,29 +128,44 @@ impl Db {
     pub async fn session_of_refresh_token(&self, hash: &str) -> Result<Option<SessionRecord>> {
         let sql = format!(
             "SELECT {} FROM sessions s JOIN refresh_tokens r ON r.session_id = s.id WHERE r.token_hash = $1",
-            COLUMNS.split(", ").map(|c| format!("s.{c}")).collect::<Vec<_>>().join(", ")
+            COLUMNS
+                .split(", ")
+                .map(|c| format!("s.{c}"))
+                .collect::<Vec<_>>()
+                .join(", ")
         );
-        let row = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(hash).fetch_optional(&self.pool).await?;
+        let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(hash)
+            .fetch_optional(&self.pool)
+            .await?;
         row.as_ref().map(session_from_row).transpose()
     }
 
     /// Marks a session revoked; returns it (None when unknown).
     pub async fn revoke_session(&self, id: i64) -> Result<Option<SessionRecord>> {
         let sql = format!("UPDATE sessions SET revoked = 1 WHERE id = $1 RETURNING {COLUMNS}");
-        let row = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(id).fetch_optional(&self.pool).await?;
+        let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
         row.as_ref().map(session_from_row).transpose()
     }
 
     /// One session.
     pub async fn session(&self, id: i64) -> Result<Option<SessionRecord>> {
         let sql = format!("SELECT {COLUMNS} FROM sessions WHERE id = $1");
-        let row = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(id).fetch_optional(&self.pool).await?;
+        let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
         row.as_ref().map(session_from_row).transpose()
     }
 
     /// A user's sessions that have not expired, oldest first.
     pub async fn sessions_of_user(&self, user_id: i64) -> Result<Vec<SessionRecord>> {
-        let sql = format!("SELECT {COLUMNS} FROM sessions WHERE user_id = $1 AND expires_at > $2 ORDER BY id");
+        let sql = format!(
+            "SELECT {COLUMNS} FROM sessions WHERE user_id = $1 AND expires_at > $2 ORDER BY id"
+        );
         let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
             .bind(user_id)
             .bind(now_ms())
@@ -168,7 +200,9 @@ impl Db {
             .bind(now)
             .execute(&self.pool)
             .await?;
-        let rows = sqlx::query("SELECT jti FROM revoked_tokens").fetch_all(&self.pool).await?;
+        let rows = sqlx::query("SELECT jti FROM revoked_tokens")
+            .fetch_all(&self.pool)
+            .await?;
         rows.iter().map(|r| Ok(r.try_get(0)?)).collect()
     }
 }
@@ -189,9 +223,15 @@ async fn insert_refresh(
     Ok(())
 }
 
-async fn fetch_session(tx: &mut sqlx::Transaction<'_, sqlx::Any>, id: i64) -> Result<Option<SessionRecord>> {
+async fn fetch_session(
+    tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+    id: i64,
+) -> Result<Option<SessionRecord>> {
     let sql = format!("SELECT {COLUMNS} FROM sessions WHERE id = $1");
-    let row = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(id).fetch_optional(&mut **tx).await?;
+    let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+        .bind(id)
+        .fetch_optional(&mut **tx)
+        .await?;
     row.as_ref().map(session_from_row).transpose()
 }
 

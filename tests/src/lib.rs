@@ -12,7 +12,9 @@ use tonic::{
     transport::{Channel, Endpoint},
 };
 use veza_control_plane::{Config, RunningServer};
-use veza_proto::auth::{AuthenticateRequest, RegisterRequest, auth_service_client::AuthServiceClient};
+use veza_proto::auth::{
+    AuthenticateRequest, RegisterRequest, auth_service_client::AuthServiceClient,
+};
 
 /// Runs an async test body once on SQLite and once on PostgreSQL.
 #[macro_export]
@@ -49,7 +51,13 @@ impl TestServer {
     }
 
     /// Like [`start`](Self::start), letting the test adjust the configuration first.
-    pub async fn start_with(backend: Backend, adjust: impl FnOnce(&mut Config)) -> Option<TestServer> {
+    pub async fn start_with(
+        backend: Backend,
+        adjust: impl FnOnce(&mut Config),
+    ) -> Option<TestServer> {
+        if std::env::var_os("VEZA_TEST_LOG").is_some() {
+            veza_control_plane::telemetry::init_logging(false);
+        }
         let dir = tempfile::tempdir().expect("temp dir");
         let mut config = Config::for_tests(dir.path().to_path_buf());
         let database = match backend {
@@ -61,10 +69,20 @@ impl TestServer {
             }
         };
         adjust(&mut config);
-        let server = veza_control_plane::start(config.clone()).await.expect("server starts");
+        let server = veza_control_plane::start(config.clone())
+            .await
+            .expect("server starts");
         let grpc_url = format!("http://{}", server.grpc_addr);
         let http_url = format!("http://{}", server.http_addr);
-        Some(TestServer { server: Some(server), backend, dir, config, grpc_url, http_url, database })
+        Some(TestServer {
+            server: Some(server),
+            backend,
+            dir,
+            config,
+            grpc_url,
+            http_url,
+            database,
+        })
     }
 
     /// Starts a second instance sharing this one's database (and the given bus).
@@ -74,15 +92,29 @@ impl TestServer {
         config.database_url = self.config.database_url.clone();
         config.nats_url = self.config.nats_url.clone();
         adjust(&mut config);
-        let server = veza_control_plane::start(config.clone()).await.expect("sibling starts");
+        let server = veza_control_plane::start(config.clone())
+            .await
+            .expect("sibling starts");
         let grpc_url = format!("http://{}", server.grpc_addr);
         let http_url = format!("http://{}", server.http_addr);
-        TestServer { server: Some(server), backend: self.backend, dir, config, grpc_url, http_url, database: None }
+        TestServer {
+            server: Some(server),
+            backend: self.backend,
+            dir,
+            config,
+            grpc_url,
+            http_url,
+            database: None,
+        }
     }
 
     /// A new connection to the gRPC port.
     pub async fn channel(&self) -> Channel {
-        Endpoint::from_shared(self.grpc_url.clone()).expect("url").connect().await.expect("connects")
+        Endpoint::from_shared(self.grpc_url.clone())
+            .expect("url")
+            .connect()
+            .await
+            .expect("connects")
     }
 
     /// An Auth client.
@@ -97,15 +129,35 @@ impl TestServer {
 
     /// Registers an account and returns its id.
     pub async fn register(&self, email: &str, password: &str) -> i64 {
-        let req = RegisterRequest { email: email.into(), password: password.into(), ..Default::default() };
-        let resp = self.auth().await.register(req).await.expect("register").into_inner();
+        let req = RegisterRequest {
+            email: email.into(),
+            password: password.into(),
+            ..Default::default()
+        };
+        let resp = self
+            .auth()
+            .await
+            .register(req)
+            .await
+            .expect("register")
+            .into_inner();
         resp.user_info.expect("user info").user_id
     }
 
     /// Logs in and returns (access token, refresh token).
     pub async fn login(&self, email: &str, password: &str) -> (String, String) {
-        let req = AuthenticateRequest { email: email.into(), password: password.into(), ..Default::default() };
-        let r = self.auth().await.authenticate(req).await.expect("login").into_inner();
+        let req = AuthenticateRequest {
+            email: email.into(),
+            password: password.into(),
+            ..Default::default()
+        };
+        let r = self
+            .auth()
+            .await
+            .authenticate(req)
+            .await
+            .expect("login")
+            .into_inner();
         (r.access_token, r.refresh_token)
     }
 
@@ -125,8 +177,13 @@ impl TestServer {
             admin: true,
             ..Default::default()
         };
-        let user = veza_control_plane::domain::create_account(&db, account).await.expect("admin");
-        (user.id, self.login("root@example.com", "admin password").await.0)
+        let user = veza_control_plane::domain::create_account(&db, account)
+            .await
+            .expect("admin");
+        (
+            user.id,
+            self.login("root@example.com", "admin password").await.0,
+        )
     }
 
     /// Stops the server gracefully and drops its database.

@@ -4,6 +4,7 @@
 mod accounts;
 pub mod analytics;
 mod api_keys;
+pub mod chat;
 mod error;
 pub mod notify;
 pub mod validate;

@@ -3,6 +3,7 @@
 
 pub mod analytics;
 pub mod auth;
+pub mod chat;
 pub mod health;
 pub mod metrics_layer;
 pub mod notification;
@@ -23,10 +24,15 @@ pub fn caller<T>(req: &Request<T>) -> Result<Caller, Status> {
 
 /// A protobuf timestamp from milliseconds since the epoch (`None` for 0).
 pub fn timestamp(ms: i64) -> Option<prost_types::Timestamp> {
-    (ms > 0).then(|| prost_types::Timestamp { seconds: ms.div_euclid(1000), nanos: (ms.rem_euclid(1000) * 1_000_000) as i32 })
+    (ms > 0).then(|| prost_types::Timestamp {
+        seconds: ms.div_euclid(1000),
+        nanos: (ms.rem_euclid(1000) * 1_000_000) as i32,
+    })
 }
 
 /// The client address as the transport saw it.
 pub fn peer_ip<T>(req: &Request<T>) -> String {
-    req.remote_addr().map(|a| a.ip().to_string()).unwrap_or_default()
+    req.remote_addr()
+        .map(|a| a.ip().to_string())
+        .unwrap_or_default()
 }

@@ -16,8 +16,9 @@ use prometheus_client::{
 };
 
 /// Latency buckets of `grpc_server_handling_seconds`, in seconds.
-pub const LATENCY_BUCKETS: [f64; 15] =
-    [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0];
+pub const LATENCY_BUCKETS: [f64; 15] = [
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+];
 
 /// The labels of every gRPC server metric.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -94,17 +95,37 @@ impl Metrics {
             msg_sent: Family::default(),
             handling_seconds: Family::new_with_constructor(latency_histogram),
         };
-        registry.register("grpc_server_started", "RPCs started on the server", grpc.started.clone());
-        registry.register("grpc_server_handled", "RPCs completed on the server, whatever the status", grpc.handled.clone());
-        registry.register("grpc_server_msg_received", "Stream messages received by the server", grpc.msg_received.clone());
-        registry.register("grpc_server_msg_sent", "Stream messages sent by the server", grpc.msg_sent.clone());
+        registry.register(
+            "grpc_server_started",
+            "RPCs started on the server",
+            grpc.started.clone(),
+        );
+        registry.register(
+            "grpc_server_handled",
+            "RPCs completed on the server, whatever the status",
+            grpc.handled.clone(),
+        );
+        registry.register(
+            "grpc_server_msg_received",
+            "Stream messages received by the server",
+            grpc.msg_received.clone(),
+        );
+        registry.register(
+            "grpc_server_msg_sent",
+            "Stream messages sent by the server",
+            grpc.msg_sent.clone(),
+        );
         registry.register(
             "grpc_server_handling_seconds",
             "Response latency (seconds) of RPCs until the last message",
             grpc.handling_seconds.clone(),
         );
         let resident = Gauge::<f64, AtomicU64>::default();
-        registry.register("process_resident_memory_bytes", "Resident memory size in bytes", resident.clone());
+        registry.register(
+            "process_resident_memory_bytes",
+            "Resident memory size in bytes",
+            resident.clone(),
+        );
 
         let open_streams = Gauge::default();
         let live_listeners = Gauge::default();
@@ -112,12 +133,36 @@ impl Metrics {
         let notifications_created = Counter::default();
         let events = EventMetrics::default();
         let veza = registry.sub_registry_with_prefix("veza");
-        veza.register("open_streams", "Streaming calls open now", open_streams.clone());
-        veza.register("live_listeners", "Listeners of live streams and tracks now", live_listeners.clone());
-        veza.register("upload_bytes", "Audio bytes received by uploads", upload_bytes.clone());
-        veza.register("notifications_created", "Notifications created", notifications_created.clone());
-        veza.register("analytics_events_queued", "Analytics events accepted into the ingestion queue", events.queued.clone());
-        veza.register("analytics_events_written", "Analytics events written to the database", events.written.clone());
+        veza.register(
+            "open_streams",
+            "Streaming calls open now",
+            open_streams.clone(),
+        );
+        veza.register(
+            "live_listeners",
+            "Listeners of live streams and tracks now",
+            live_listeners.clone(),
+        );
+        veza.register(
+            "upload_bytes",
+            "Audio bytes received by uploads",
+            upload_bytes.clone(),
+        );
+        veza.register(
+            "notifications_created",
+            "Notifications created",
+            notifications_created.clone(),
+        );
+        veza.register(
+            "analytics_events_queued",
+            "Analytics events accepted into the ingestion queue",
+            events.queued.clone(),
+        );
+        veza.register(
+            "analytics_events_written",
+            "Analytics events written to the database",
+            events.written.clone(),
+        );
         veza.register(
             "analytics_events_rejected",
             "TrackEvent calls refused with RESOURCE_EXHAUSTED because the queue was full",
@@ -128,8 +173,16 @@ impl Metrics {
             "Built-in analytics events dropped because the queue was full",
             events.dropped.clone(),
         );
-        veza.register("analytics_events_failed", "Analytics events lost after repeated database failures", events.failed.clone());
-        veza.register("analytics_queue_depth", "Analytics events waiting to be written", events.queue_depth.clone());
+        veza.register(
+            "analytics_events_failed",
+            "Analytics events lost after repeated database failures",
+            events.failed.clone(),
+        );
+        veza.register(
+            "analytics_queue_depth",
+            "Analytics events waiting to be written",
+            events.queue_depth.clone(),
+        );
         Metrics {
             registry: Mutex::new(registry),
             open_streams,
@@ -174,6 +227,9 @@ impl Default for Metrics {
     }
 }
 
+/// Label pairs in order.
+type Labels = Vec<(String, String)>;
+
 /// One sample of the registry.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Sample {
@@ -210,8 +266,10 @@ pub fn to_prometheus_text(openmetrics: &str) -> String {
         if line == "# EOF" || line.starts_with("# UNIT ") {
             continue;
         }
-        let meta =
-            line.strip_prefix("# HELP ").map(|r| ("# HELP ", r)).or_else(|| line.strip_prefix("# TYPE ").map(|r| ("# TYPE ", r)));
+        let meta = line
+            .strip_prefix("# HELP ")
+            .map(|r| ("# HELP ", r))
+            .or_else(|| line.strip_prefix("# TYPE ").map(|r| ("# TYPE ", r)));
         match meta {
             Some((tag, rest)) => {
                 let (name, tail) = rest.split_once(' ').unwrap_or((rest, ""));
@@ -245,9 +303,17 @@ fn parse_openmetrics(text: &str) -> Vec<Sample> {
         if line.starts_with('#') || line.is_empty() {
             continue;
         }
-        let Some((name, labels, value)) = parse_sample_line(line) else { continue };
+        let Some((name, labels, value)) = parse_sample_line(line) else {
+            continue;
+        };
         let (family, kind) = family_of(&name, &kinds);
-        out.push(Sample { family, name, labels, value, kind });
+        out.push(Sample {
+            family,
+            name,
+            labels,
+            value,
+            kind,
+        });
     }
     out
 }
@@ -260,7 +326,11 @@ fn family_of(name: &str, kinds: &HashMap<String, &'static str>) -> (String, &'st
         if let Some(base) = name.strip_suffix(suffix)
             && let Some(k) = kinds.get(base)
         {
-            let family = if *k == "counter" { name.to_string() } else { base.to_string() };
+            let family = if *k == "counter" {
+                name.to_string()
+            } else {
+                base.to_string()
+            };
             return (family, k);
         }
     }
@@ -268,12 +338,16 @@ fn family_of(name: &str, kinds: &HashMap<String, &'static str>) -> (String, &'st
 }
 
 /// `name{a="x",b="y"} value` (an exemplar after ` # ` is ignored).
-fn parse_sample_line(line: &str) -> Option<(String, Vec<(String, String)>, f64)> {
+fn parse_sample_line(line: &str) -> Option<(String, Labels, f64)> {
     let line = line.split(" # ").next()?;
     let (name, labels, rest) = match line.find('{') {
         Some(open) => {
             let close = line.rfind('}')?;
-            (&line[..open], parse_labels(&line[open + 1..close])?, &line[close + 1..])
+            (
+                &line[..open],
+                parse_labels(&line[open + 1..close])?,
+                &line[close + 1..],
+            )
         }
         None => {
             let (n, r) = line.split_once(' ')?;
@@ -320,12 +394,34 @@ fn parse_labels(s: &str) -> Option<Vec<(String, String)>> {
 
 /// p50, p90 and p99 of every histogram series, interpolated within its buckets.
 fn histogram_quantiles(samples: &[Sample]) -> Vec<Sample> {
-    let mut series: HashMap<(String, Vec<(String, String)>), Vec<(f64, f64)>> = HashMap::new();
-    for s in samples.iter().filter(|s| s.kind == "histogram" && s.name.ends_with("_bucket")) {
-        let Some(le) = s.labels.iter().find(|(k, _)| k == "le").map(|(_, v)| v.as_str()) else { continue };
-        let le = if le == "+Inf" { f64::INFINITY } else { le.parse().unwrap_or(f64::INFINITY) };
-        let labels: Vec<(String, String)> = s.labels.iter().filter(|(k, _)| k != "le").cloned().collect();
-        series.entry((s.family.clone(), labels)).or_default().push((le, s.value));
+    let mut series: HashMap<(String, Labels), Vec<(f64, f64)>> = HashMap::new();
+    for s in samples
+        .iter()
+        .filter(|s| s.kind == "histogram" && s.name.ends_with("_bucket"))
+    {
+        let Some(le) = s
+            .labels
+            .iter()
+            .find(|(k, _)| k == "le")
+            .map(|(_, v)| v.as_str())
+        else {
+            continue;
+        };
+        let le = if le == "+Inf" {
+            f64::INFINITY
+        } else {
+            le.parse().unwrap_or(f64::INFINITY)
+        };
+        let labels: Vec<(String, String)> = s
+            .labels
+            .iter()
+            .filter(|(k, _)| k != "le")
+            .cloned()
+            .collect();
+        series
+            .entry((s.family.clone(), labels))
+            .or_default()
+            .push((le, s.value));
     }
     let mut out = Vec::new();
     for ((family, labels), mut buckets) in series {
@@ -353,7 +449,13 @@ fn histogram_quantiles(samples: &[Sample]) -> Vec<Sample> {
             }
             let mut labels = labels.clone();
             labels.push(("quantile".into(), q.to_string()));
-            out.push(Sample { family: family.clone(), name: family.clone(), labels, value, kind: "histogram" });
+            out.push(Sample {
+                family: family.clone(),
+                name: family.clone(),
+                labels,
+                value,
+                kind: "histogram",
+            });
         }
     }
     out
@@ -362,7 +464,11 @@ fn histogram_quantiles(samples: &[Sample]) -> Vec<Sample> {
 /// Resident memory of this process, from /proc (0 where unavailable).
 pub fn resident_bytes() -> u64 {
     let statm = std::fs::read_to_string("/proc/self/statm").unwrap_or_default();
-    let pages: u64 = statm.split_whitespace().nth(1).and_then(|p| p.parse().ok()).unwrap_or(0);
+    let pages: u64 = statm
+        .split_whitespace()
+        .nth(1)
+        .and_then(|p| p.parse().ok())
+        .unwrap_or(0);
     pages * 4096
 }
 
@@ -373,21 +479,40 @@ mod tests {
     #[test]
     fn grpc_metrics_are_unprefixed_and_prometheus_text_names_counters_total() {
         let m = Metrics::new();
-        let labels = MethodLabels { grpc_type: "unary", grpc_service: "veza.x.X", grpc_method: "Y" };
+        let labels = MethodLabels {
+            grpc_type: "unary",
+            grpc_service: "veza.x.X",
+            grpc_method: "Y",
+        };
         m.grpc.started.get_or_create(&labels).inc();
-        m.grpc.handling_seconds.get_or_create(&labels).observe(0.003);
+        m.grpc
+            .handling_seconds
+            .get_or_create(&labels)
+            .observe(0.003);
         m.open_streams.inc();
         let text = m.render();
-        assert!(text.contains("# TYPE grpc_server_started_total counter\n"), "{text}");
+        assert!(
+            text.contains("# TYPE grpc_server_started_total counter\n"),
+            "{text}"
+        );
         assert!(text.contains("grpc_server_started_total{grpc_type=\"unary\",grpc_service=\"veza.x.X\",grpc_method=\"Y\"} 1\n"));
         assert!(text.contains("veza_open_streams 1\n"));
         assert!(!text.contains("# EOF") && !text.contains("veza_grpc"));
         let samples = m.samples();
-        let started = samples.iter().find(|s| s.name == "grpc_server_started_total").unwrap();
-        assert_eq!((started.kind, started.value, started.family.as_str()), ("counter", 1.0, "grpc_server_started_total"));
+        let started = samples
+            .iter()
+            .find(|s| s.name == "grpc_server_started_total")
+            .unwrap();
+        assert_eq!(
+            (started.kind, started.value, started.family.as_str()),
+            ("counter", 1.0, "grpc_server_started_total")
+        );
         let p99 = samples
             .iter()
-            .find(|s| s.name == "grpc_server_handling_seconds" && s.labels.iter().any(|(k, v)| k == "quantile" && v == "0.99"))
+            .find(|s| {
+                s.name == "grpc_server_handling_seconds"
+                    && s.labels.iter().any(|(k, v)| k == "quantile" && v == "0.99")
+            })
             .unwrap();
         assert!(p99.value > 0.0025 && p99.value <= 0.005, "{p99:?}");
     }
@@ -396,6 +521,9 @@ mod tests {
     fn labels_parse_with_escapes() {
         let (n, l, v) = parse_sample_line(r#"a_b{x="1\"2",y="z\\"} 3.5"#).unwrap();
         assert_eq!((n.as_str(), v), ("a_b", 3.5));
-        assert_eq!(l, vec![("x".into(), "1\"2".into()), ("y".into(), "z\\".into())]);
+        assert_eq!(
+            l,
+            vec![("x".into(), "1\"2".into()), ("y".into(), "z\\".into())]
+        );
     }
 }

@@ -8,7 +8,10 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tonic::Request;
 use veza_proto::{
     analytics::{TrackEventRequest, analytics_service_client::AnalyticsServiceClient},
-    notification::{SendNotificationRequest, StreamNotificationsRequest, notification_service_client::NotificationServiceClient},
+    notification::{
+        SendNotificationRequest, StreamNotificationsRequest,
+        notification_service_client::NotificationServiceClient,
+    },
 };
 use veza_tests::{Backend, TestServer, bearer, on_both_backends};
 
@@ -22,13 +25,18 @@ struct Sample {
 
 fn valid_metric_name(n: &str) -> bool {
     let mut chars = n.chars();
-    chars.next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_' || c == ':')
+    chars
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_' || c == ':')
         && chars.all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':')
 }
 
 fn valid_label_name(n: &str) -> bool {
     let mut chars = n.chars();
-    chars.next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_') && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+    chars
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
 }
 
 fn parse_value(v: &str) -> Result<f64, String> {
@@ -47,7 +55,9 @@ fn family_of<'a>(name: &'a str, types: &HashMap<String, String>) -> Option<&'a s
     }
     for suffix in ["_bucket", "_sum", "_count"] {
         if let Some(base) = name.strip_suffix(suffix)
-            && types.get(base).is_some_and(|t| t == "histogram" || t == "summary")
+            && types
+                .get(base)
+                .is_some_and(|t| t == "histogram" || t == "summary")
         {
             return Some(base);
         }
@@ -153,7 +163,10 @@ fn parse_prometheus(text: &str) -> Result<Vec<Sample>, String> {
             let end = end.ok_or_else(|| err("unterminated labels".into()))?;
             rest = &after[end + 1..];
         }
-        let mut fields = rest.strip_prefix(' ').ok_or_else(|| err("expected a space before the value".into()))?.split(' ');
+        let mut fields = rest
+            .strip_prefix(' ')
+            .ok_or_else(|| err("expected a space before the value".into()))?
+            .split(' ');
         let value = parse_value(fields.next().unwrap_or_default()).map_err(err)?;
         if let Some(ts) = fields.next() {
             ts.parse::<i64>().map_err(|_| err("bad timestamp".into()))?;
@@ -161,7 +174,9 @@ fn parse_prometheus(text: &str) -> Result<Vec<Sample>, String> {
         if fields.next().is_some() {
             return Err(err("trailing fields".into()));
         }
-        let family = family_of(name, &types).ok_or_else(|| err("sample of an undeclared family".into()))?.to_string();
+        let family = family_of(name, &types)
+            .ok_or_else(|| err("sample of an undeclared family".into()))?
+            .to_string();
         if current.as_deref() != Some(&family) {
             if let Some(prev) = current.take() {
                 finished.insert(prev);
@@ -174,10 +189,15 @@ fn parse_prometheus(text: &str) -> Result<Vec<Sample>, String> {
         if types[&family] == "counter" && !name.ends_with("_total") {
             return Err(err("a counter sample should end in _total".into()));
         }
-        if types[&family] == "histogram" && name.ends_with("_bucket") && !labels.contains_key("le") {
+        if types[&family] == "histogram" && name.ends_with("_bucket") && !labels.contains_key("le")
+        {
             return Err(err("bucket without le".into()));
         }
-        samples.push(Sample { name: name.to_string(), labels, value });
+        samples.push(Sample {
+            name: name.to_string(),
+            labels,
+            value,
+        });
     }
     // Histogram series: cumulative buckets ending at +Inf == _count.
     for s in samples.iter().filter(|s| s.name.ends_with("_count")) {
@@ -189,7 +209,10 @@ fn parse_prometheus(text: &str) -> Result<Vec<Sample>, String> {
             .iter()
             .filter(|b| {
                 b.name == format!("{base}_bucket")
-                    && b.labels.iter().filter(|(k, _)| *k != "le").all(|(k, v)| s.labels.get(k) == Some(v))
+                    && b.labels
+                        .iter()
+                        .filter(|(k, _)| *k != "le")
+                        .all(|(k, v)| s.labels.get(k) == Some(v))
                     && b.labels.len() == s.labels.len() + 1
             })
             .map(|b| (parse_value(&b.labels["le"]).unwrap_or(f64::NAN), b.value))
@@ -209,24 +232,46 @@ fn parse_prometheus(text: &str) -> Result<Vec<Sample>, String> {
 async fn scrape(s: &TestServer) -> (String, String) {
     let addr = s.http_url.trim_start_matches("http://");
     let mut conn = tokio::net::TcpStream::connect(addr).await.unwrap();
-    conn.write_all(format!("GET /metrics HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").as_bytes()).await.unwrap();
+    conn.write_all(
+        format!("GET /metrics HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").as_bytes(),
+    )
+    .await
+    .unwrap();
     let mut raw = vec![];
     conn.read_to_end(&mut raw).await.unwrap();
     let raw = String::from_utf8(raw).unwrap();
     let (head, body) = raw.split_once("\r\n\r\n").unwrap();
     assert!(head.starts_with("HTTP/1.1 200"), "{head}");
-    assert!(!head.to_ascii_lowercase().contains("transfer-encoding: chunked"), "expected a plain body");
-    let content_type =
-        head.lines().find_map(|l| l.to_ascii_lowercase().strip_prefix("content-type: ").map(String::from)).unwrap();
+    assert!(
+        !head
+            .to_ascii_lowercase()
+            .contains("transfer-encoding: chunked"),
+        "expected a plain body"
+    );
+    let content_type = head
+        .lines()
+        .find_map(|l| {
+            l.to_ascii_lowercase()
+                .strip_prefix("content-type: ")
+                .map(String::from)
+        })
+        .unwrap();
     (content_type, body.to_string())
 }
 
 fn find<'a>(samples: &'a [Sample], name: &str, labels: &[(&str, &str)]) -> Option<&'a Sample> {
-    samples.iter().find(|s| s.name == name && labels.iter().all(|(k, v)| s.labels.get(*k).map(String::as_str) == Some(*v)))
+    samples.iter().find(|s| {
+        s.name == name
+            && labels
+                .iter()
+                .all(|(k, v)| s.labels.get(*k).map(String::as_str) == Some(*v))
+    })
 }
 
 async fn metrics_endpoint_counts_calls_with_codes(b: Backend) {
-    let Some(s) = TestServer::start(b).await else { return };
+    let Some(s) = TestServer::start(b).await else {
+        return;
+    };
     let (_, admin) = s.admin().await;
     let (alice, alice_t) = s.user("alice").await;
     let channel = s.channel().await;
@@ -239,55 +284,128 @@ async fn metrics_endpoint_counts_calls_with_codes(b: Backend) {
         ..Default::default()
     };
     // One PERMISSION_DENIED, one UNAUTHENTICATED, two OK, a server stream of three messages.
-    assert!(notify.send_notification(bearer(&alice_t, send("no"))).await.is_err());
-    assert!(notify.send_notification(Request::new(send("no"))).await.is_err());
+    assert!(
+        notify
+            .send_notification(bearer(&alice_t, send("no")))
+            .await
+            .is_err()
+    );
+    assert!(
+        notify
+            .send_notification(Request::new(send("no")))
+            .await
+            .is_err()
+    );
     for t in ["a", "b"] {
-        notify.send_notification(bearer(&admin, send(t))).await.unwrap();
+        notify
+            .send_notification(bearer(&admin, send(t)))
+            .await
+            .unwrap();
     }
-    let mut stream =
-        notify.stream_notifications(bearer(&alice_t, StreamNotificationsRequest::default())).await.unwrap().into_inner();
-    notify.send_notification(bearer(&admin, send("c"))).await.unwrap();
+    let mut stream = notify
+        .stream_notifications(bearer(&alice_t, StreamNotificationsRequest::default()))
+        .await
+        .unwrap()
+        .into_inner();
+    notify
+        .send_notification(bearer(&admin, send("c")))
+        .await
+        .unwrap();
     for _ in 0..3 {
         stream.next().await.unwrap().unwrap();
     }
     analytics
-        .track_event(bearer(&alice_t, TrackEventRequest { event_type: "click".into(), ..Default::default() }))
+        .track_event(bearer(
+            &alice_t,
+            TrackEventRequest {
+                event_type: "click".into(),
+                ..Default::default()
+            },
+        ))
         .await
         .unwrap();
 
     let (content_type, text) = scrape(&s).await;
-    assert!(content_type.starts_with("text/plain; version=0.0.4"), "{content_type}");
+    assert!(
+        content_type.starts_with("text/plain; version=0.0.4"),
+        "{content_type}"
+    );
     let samples = parse_prometheus(&text).unwrap_or_else(|e| panic!("{e}\n{text}"));
     let svc = "veza.notification.NotificationService";
-    let send_labels = [("grpc_type", "unary"), ("grpc_service", svc), ("grpc_method", "SendNotification")];
+    let send_labels = [
+        ("grpc_type", "unary"),
+        ("grpc_service", svc),
+        ("grpc_method", "SendNotification"),
+    ];
     let with = |code: &str| -> Vec<(&str, String)> {
-        send_labels.iter().map(|(k, v)| (*k, v.to_string())).chain([("grpc_code", code.to_string())]).collect()
+        send_labels
+            .iter()
+            .map(|(k, v)| (*k, v.to_string()))
+            .chain([("grpc_code", code.to_string())])
+            .collect()
     };
     let value = |name: &str, labels: &[(&str, String)]| {
         let l: Vec<(&str, &str)> = labels.iter().map(|(k, v)| (*k, v.as_str())).collect();
         find(&samples, name, &l).map(|s| s.value)
     };
-    assert_eq!(value("grpc_server_handled_total", &with("PermissionDenied")), Some(1.0), "{text}");
-    assert_eq!(value("grpc_server_handled_total", &with("Unauthenticated")), Some(1.0));
+    assert_eq!(
+        value("grpc_server_handled_total", &with("PermissionDenied")),
+        Some(1.0),
+        "{text}"
+    );
+    assert_eq!(
+        value("grpc_server_handled_total", &with("Unauthenticated")),
+        Some(1.0)
+    );
     assert_eq!(value("grpc_server_handled_total", &with("OK")), Some(3.0));
-    assert_eq!(find(&samples, "grpc_server_started_total", &send_labels).map(|s| s.value), Some(5.0));
+    assert_eq!(
+        find(&samples, "grpc_server_started_total", &send_labels).map(|s| s.value),
+        Some(5.0)
+    );
     // The refused call never had its request read.
-    assert_eq!(find(&samples, "grpc_server_msg_received_total", &send_labels).map(|s| s.value), Some(4.0));
+    assert_eq!(
+        find(&samples, "grpc_server_msg_received_total", &send_labels).map(|s| s.value),
+        Some(4.0)
+    );
     assert_eq!(
         find(&samples, "grpc_server_msg_sent_total", &send_labels).map(|s| s.value),
         Some(3.0),
         "only successful calls send"
     );
-    assert_eq!(find(&samples, "grpc_server_handling_seconds_count", &send_labels).map(|s| s.value), Some(5.0));
-    let stream_labels = [("grpc_type", "server_stream"), ("grpc_method", "StreamNotifications")];
-    assert_eq!(find(&samples, "grpc_server_msg_sent_total", &stream_labels).map(|s| s.value), Some(3.0));
-    assert_eq!(find(&samples, "grpc_server_started_total", &stream_labels).map(|s| s.value), Some(1.0));
-    assert!(find(&samples, "grpc_server_handled_total", &stream_labels).is_none(), "still open");
+    assert_eq!(
+        find(&samples, "grpc_server_handling_seconds_count", &send_labels).map(|s| s.value),
+        Some(5.0)
+    );
+    let stream_labels = [
+        ("grpc_type", "server_stream"),
+        ("grpc_method", "StreamNotifications"),
+    ];
+    assert_eq!(
+        find(&samples, "grpc_server_msg_sent_total", &stream_labels).map(|s| s.value),
+        Some(3.0)
+    );
+    assert_eq!(
+        find(&samples, "grpc_server_started_total", &stream_labels).map(|s| s.value),
+        Some(1.0)
+    );
+    assert!(
+        find(&samples, "grpc_server_handled_total", &stream_labels).is_none(),
+        "still open"
+    );
     assert!(find(&samples, "veza_open_streams", &[]).is_some_and(|s| s.value >= 1.0));
-    let track = [("grpc_method", "TrackEvent"), ("grpc_code", "OK"), ("grpc_service", "veza.analytics.AnalyticsService")];
-    assert_eq!(find(&samples, "grpc_server_handled_total", &track).map(|s| s.value), Some(1.0));
+    let track = [
+        ("grpc_method", "TrackEvent"),
+        ("grpc_code", "OK"),
+        ("grpc_service", "veza.analytics.AnalyticsService"),
+    ];
+    assert_eq!(
+        find(&samples, "grpc_server_handled_total", &track).map(|s| s.value),
+        Some(1.0)
+    );
     assert!(find(&samples, "process_resident_memory_bytes", &[]).is_some_and(|s| s.value > 1e6));
-    assert!(find(&samples, "veza_analytics_events_queued_total", &[]).is_some_and(|s| s.value >= 1.0));
+    assert!(
+        find(&samples, "veza_analytics_events_queued_total", &[]).is_some_and(|s| s.value >= 1.0)
+    );
     assert!(find(&samples, "veza_analytics_events_rejected_total", &[]).is_some());
     assert!(!text.contains("veza_grpc_") && !text.contains("# EOF"));
 
@@ -297,7 +415,8 @@ async fn metrics_endpoint_counts_calls_with_codes(b: Backend) {
     for _ in 0..50 {
         let (_, text) = scrape(&s).await;
         let samples = parse_prometheus(&text).unwrap();
-        handled = find(&samples, "grpc_server_handled_total", &stream_labels).map(|s| s.labels["grpc_code"].clone());
+        handled = find(&samples, "grpc_server_handled_total", &stream_labels)
+            .map(|s| s.labels["grpc_code"].clone());
         if handled.is_some() {
             break;
         }

@@ -131,7 +131,10 @@ impl Analytics {
     ) -> anyhow::Result<(Analytics, JoinHandle<anyhow::Result<()>>)> {
         let node = db.register_analytics_node().await?.rem_euclid(1024);
         let (tx, rx) = mpsc::channel(opts.queue_capacity.max(1));
-        let retention_ms = opts.retention.map(|r| r.as_millis() as i64).filter(|r| *r > 0);
+        let retention_ms = opts
+            .retention
+            .map(|r| r.as_millis() as i64)
+            .filter(|r| *r > 0);
         let inner = Arc::new(Inner {
             tx,
             ids: IdGen::new(node),
@@ -140,7 +143,13 @@ impl Analytics {
             metrics: metrics.clone(),
             retention_ms,
         });
-        let writer = Writer { rx, db: db.clone(), bus, metrics, batch_max: opts.batch_max.max(1) };
+        let writer = Writer {
+            rx,
+            db: db.clone(),
+            bus,
+            metrics,
+            batch_max: opts.batch_max.max(1),
+        };
         let handle = tokio::spawn(writer.run(shutdown.clone()));
         if let Some(retention) = retention_ms {
             tokio::spawn(prune_loop(db, retention, opts.prune_every, shutdown));
@@ -168,12 +177,20 @@ impl Analytics {
     /// Returns the event id; the event is written shortly after.
     pub fn track(&self, caller: &Caller, e: NewEvent) -> Result<i64> {
         let user_id = match (caller.user_id(), e.user_id) {
-            (_, id) if id < 0 => return Err(DomainError::invalid("user_id", "must not be negative")),
+            (_, id) if id < 0 => {
+                return Err(DomainError::invalid("user_id", "must not be negative"));
+            }
             (Some(me), 0) => me,
             (Some(me), id) if id == me => me,
             (_, id) if caller.has_scope("analytics:write") => id,
-            (Some(_), _) => return Err(DomainError::denied("users may only track their own events")),
-            (None, _) => return Err(DomainError::denied("tracking events needs an API key with analytics:write")),
+            (Some(_), _) => {
+                return Err(DomainError::denied("users may only track their own events"));
+            }
+            (None, _) => {
+                return Err(DomainError::denied(
+                    "tracking events needs an API key with analytics:write",
+                ));
+            }
         };
         let event_type = check_name("event_type", &e.event_type)?;
         let source = super::validate::text("source", &e.source, 64)?;
@@ -184,19 +201,34 @@ impl Analytics {
             Some(ts) => {
                 let oldest = self.inner.retention_ms.map_or(0, |r| now - r);
                 if ts < oldest || ts <= 0 {
-                    return Err(DomainError::invalid("timestamp", "older than the retention period"));
+                    return Err(DomainError::invalid(
+                        "timestamp",
+                        "older than the retention period",
+                    ));
                 }
                 if ts > now + MAX_FUTURE_MS {
-                    return Err(DomainError::invalid("timestamp", "more than an hour in the future"));
+                    return Err(DomainError::invalid(
+                        "timestamp",
+                        "more than an hour in the future",
+                    ));
                 }
                 ts
             }
         };
         let id = self.inner.ids.next();
-        let record = EventRecord { id, event_type, user_id, ts, source, properties: e.properties };
+        let record = EventRecord {
+            id,
+            event_type,
+            user_id,
+            ts,
+            source,
+            properties: e.properties,
+        };
         if self.enqueue(record).is_err() {
             self.inner.metrics.events.rejected.inc();
-            return Err(DomainError::ResourceExhausted("analytics ingestion queue is full: retry later".into()));
+            return Err(DomainError::ResourceExhausted(
+                "analytics ingestion queue is full: retry later".into(),
+            ));
         }
         Ok(id)
     }
@@ -228,9 +260,16 @@ impl Analytics {
         require_read(caller)?;
         let event_type = check_name("event_type", &q.event_type)?;
         if q.interval_seconds < 0 {
-            return Err(DomainError::invalid("interval_seconds", "must not be negative"));
+            return Err(DomainError::invalid(
+                "interval_seconds",
+                "must not be negative",
+            ));
         }
-        let interval_ms = if q.interval_seconds == 0 { 3_600_000 } else { q.interval_seconds.saturating_mul(1000) };
+        let interval_ms = if q.interval_seconds == 0 {
+            3_600_000
+        } else {
+            q.interval_seconds.saturating_mul(1000)
+        };
         let to = q.to.unwrap_or_else(now_ms);
         let from = q.from.unwrap_or(to - 86_400_000);
         if from >= to {
@@ -245,15 +284,34 @@ impl Analytics {
             ));
         }
         let group_by = q.group_by.trim();
-        let group_by = if group_by.is_empty() { None } else { Some(check_property_key("group_by", group_by)?) };
-        let query = BucketQuery { event_type: &event_type, from, to, interval_ms, group_by: group_by.as_deref() };
+        let group_by = if group_by.is_empty() {
+            None
+        } else {
+            Some(check_property_key("group_by", group_by)?)
+        };
+        let query = BucketQuery {
+            event_type: &event_type,
+            from,
+            to,
+            interval_ms,
+            group_by: group_by.as_deref(),
+        };
         let rows = self.inner.db.event_buckets(&query).await?;
         let bucket = |b: i64, count, unique_users, group| {
             let start = from + b * interval_ms;
-            Bucket { start, end: (start + interval_ms).min(to), count, unique_users, group }
+            Bucket {
+                start,
+                end: (start + interval_ms).min(to),
+                count,
+                unique_users,
+                group,
+            }
         };
         if group_by.is_some() {
-            return Ok(rows.into_iter().map(|r| bucket(r.bucket, r.count, r.unique_users, r.group)).collect());
+            return Ok(rows
+                .into_iter()
+                .map(|r| bucket(r.bucket, r.count, r.unique_users, r.group))
+                .collect());
         }
         let mut out: Vec<Bucket> = (0..n).map(|b| bucket(b, 0, 0, String::new())).collect();
         for r in rows {
@@ -276,22 +334,32 @@ impl Analytics {
         if event_types.len() > 100 {
             return Err(DomainError::invalid("event_types", "at most 100 types"));
         }
-        let types: std::collections::HashSet<String> =
-            event_types.iter().map(|t| check_name("event_types", t)).collect::<Result<_>>()?;
-        let sub = self.inner.bus.subscribe(SUBJECT).await.map_err(anyhow::Error::from)?;
+        let types: std::collections::HashSet<String> = event_types
+            .iter()
+            .map(|t| check_name("event_types", t))
+            .collect::<Result<_>>()?;
+        let sub = self
+            .inner
+            .bus
+            .subscribe(SUBJECT)
+            .await
+            .map_err(anyhow::Error::from)?;
         Ok(sub.flat_map(move |e| {
             let batch = match e {
-                BusEvent::Message(m) => serde_json::from_slice::<Vec<EventRecord>>(&m.payload).unwrap_or_else(|err| {
-                    tracing::warn!(error = %err, "ignoring a malformed event batch");
-                    vec![]
-                }),
+                BusEvent::Message(m) => serde_json::from_slice::<Vec<EventRecord>>(&m.payload)
+                    .unwrap_or_else(|err| {
+                        tracing::warn!(error = %err, "ignoring a malformed event batch");
+                        vec![]
+                    }),
                 BusEvent::Lagged(n) => {
                     tracing::warn!(lost = n, "event stream lagged; batches lost");
                     vec![]
                 }
             };
-            let wanted: Vec<EventRecord> =
-                batch.into_iter().filter(|e| types.is_empty() || types.contains(&e.event_type)).collect();
+            let wanted: Vec<EventRecord> = batch
+                .into_iter()
+                .filter(|e| types.is_empty() || types.contains(&e.event_type))
+                .collect();
             futures::stream::iter(wanted)
         }))
     }
@@ -306,7 +374,9 @@ fn require_read(caller: &Caller) -> Result<()> {
     if caller.has_scope("analytics:read") {
         Ok(())
     } else {
-        Err(DomainError::denied("reading analytics needs the admin role or an API key with analytics:read"))
+        Err(DomainError::denied(
+            "reading analytics needs the admin role or an API key with analytics:read",
+        ))
     }
 }
 
@@ -315,15 +385,24 @@ fn check_name(field: &'static str, name: &str) -> Result<String> {
     if n.is_empty() || n.len() > 64 {
         return Err(DomainError::invalid(field, "must be 1 to 64 characters"));
     }
-    if !n.chars().all(|c| c.is_ascii_alphanumeric() || "_.:-".contains(c)) {
-        return Err(DomainError::invalid(field, "may contain only letters, digits, '_', '.', ':' and '-'"));
+    if !n
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || "_.:-".contains(c))
+    {
+        return Err(DomainError::invalid(
+            field,
+            "may contain only letters, digits, '_', '.', ':' and '-'",
+        ));
     }
     Ok(n.to_string())
 }
 
 fn check_property_key(field: &'static str, key: &str) -> Result<String> {
     if key.is_empty() || key.len() > 64 || key.chars().any(char::is_control) {
-        return Err(DomainError::invalid(field, "property names are 1 to 64 bytes, no control characters"));
+        return Err(DomainError::invalid(
+            field,
+            "property names are 1 to 64 bytes, no control characters",
+        ));
     }
     Ok(key.to_string())
 }
@@ -335,7 +414,10 @@ fn check_properties(props: &[(String, String)]) -> Result<()> {
     for (k, v) in props {
         check_property_key("properties", k)?;
         if v.len() > 512 {
-            return Err(DomainError::invalid("properties", format!("value of {k:?} is longer than 512 bytes")));
+            return Err(DomainError::invalid(
+                "properties",
+                format!("value of {k:?} is longer than 512 bytes"),
+            ));
         }
     }
     Ok(())
@@ -350,7 +432,10 @@ struct IdGen {
 
 impl IdGen {
     fn new(node: i64) -> IdGen {
-        IdGen { node, state: Mutex::new((0, 0)) }
+        IdGen {
+            node,
+            state: Mutex::new((0, 0)),
+        }
     }
 
     fn next(&self) -> i64 {
@@ -388,10 +473,12 @@ impl Writer {
         loop {
             let n = if draining {
                 // After shutdown: take what the last calls enqueue, then stop.
-                match tokio::time::timeout(Duration::from_millis(200), self.rx.recv_many(&mut buf, self.batch_max)).await {
-                    Ok(n) => n,
-                    Err(_) => 0,
-                }
+                tokio::time::timeout(
+                    Duration::from_millis(200),
+                    self.rx.recv_many(&mut buf, self.batch_max),
+                )
+                .await
+                .unwrap_or_default()
             } else {
                 tokio::select! {
                     n = self.rx.recv_many(&mut buf, self.batch_max) => n,

@@ -83,15 +83,28 @@ impl Notifier {
         data: HashMap<String, String>,
     ) -> Result<Vec<i64>> {
         let mut seen = std::collections::HashSet::new();
-        let users: Vec<i64> = user_ids.iter().copied().filter(|u| seen.insert(*u)).collect();
+        let users: Vec<i64> = user_ids
+            .iter()
+            .copied()
+            .filter(|u| seen.insert(*u))
+            .collect();
         if users.is_empty() {
-            return Err(DomainError::invalid("user_ids", "at least one recipient is required"));
+            return Err(DomainError::invalid(
+                "user_ids",
+                "at least one recipient is required",
+            ));
         }
         if users.len() > MAX_RECIPIENTS {
-            return Err(DomainError::invalid("user_ids", format!("at most {MAX_RECIPIENTS} recipients")));
+            return Err(DomainError::invalid(
+                "user_ids",
+                format!("at most {MAX_RECIPIENTS} recipients"),
+            ));
         }
         if let Some(bad) = users.iter().find(|u| **u <= 0) {
-            return Err(DomainError::invalid("user_ids", format!("{bad} is not a user id")));
+            return Err(DomainError::invalid(
+                "user_ids",
+                format!("{bad} is not a user id"),
+            ));
         }
         let kind = check_kind(kind)?;
         let title = super::validate::text("title", title, 200)?;
@@ -105,9 +118,16 @@ impl Notifier {
             return Err(DomainError::NotFound(format!("user {first} not found")));
         }
         let data_json = serde_json::to_string(&data).map_err(anyhow::Error::from)?;
-        let new = NewNotification { kind: &kind, title: &title, body: &body, data_json: &data_json };
+        let new = NewNotification {
+            kind: &kind,
+            title: &title,
+            body: &body,
+            data_json: &data_json,
+        };
         let records = self.db.insert_notifications(&users, &new).await?;
-        self.metrics.notifications_created.inc_by(records.len() as u64);
+        self.metrics
+            .notifications_created
+            .inc_by(records.len() as u64);
         for r in &records {
             self.publish(r).await;
         }
@@ -125,28 +145,49 @@ impl Notifier {
         data: HashMap<String, String>,
     ) -> Result<Vec<i64>> {
         if !caller.has_scope("notifications:send") {
-            return Err(DomainError::denied("sending notifications needs the admin role or an API key with notifications:send"));
+            return Err(DomainError::denied(
+                "sending notifications needs the admin role or an API key with notifications:send",
+            ));
         }
         self.create(user_ids, kind, title, body, data).await
     }
 
     /// The caller's notifications, newest first. `page` starts at 1 (0 = 1); `page_size` 0 means
     /// 20, above 100 is capped to 100.
-    pub async fn list(&self, caller: &Caller, page: i32, page_size: i32, unread_only: bool) -> Result<NotificationPage> {
+    pub async fn list(
+        &self,
+        caller: &Caller,
+        page: i32,
+        page_size: i32,
+        unread_only: bool,
+    ) -> Result<NotificationPage> {
         let user_id = owner(caller)?;
         if page < 0 {
             return Err(DomainError::invalid("pagination.page", "must be 1 or more"));
         }
         if page_size < 0 {
-            return Err(DomainError::invalid("pagination.page_size", "must be 1 to 100"));
+            return Err(DomainError::invalid(
+                "pagination.page_size",
+                "must be 1 to 100",
+            ));
         }
         let page = page.max(1);
-        let page_size = if page_size == 0 { DEFAULT_PAGE_SIZE } else { page_size.min(MAX_PAGE_SIZE) };
+        let page_size = if page_size == 0 {
+            DEFAULT_PAGE_SIZE
+        } else {
+            page_size.min(MAX_PAGE_SIZE)
+        };
         let counts = self.db.notification_counts(user_id).await?;
-        let total = if unread_only { counts.unread } else { counts.total };
+        let total = if unread_only {
+            counts.unread
+        } else {
+            counts.total
+        };
         let offset = (i64::from(page) - 1) * i64::from(page_size);
         let rows = if offset < total {
-            self.db.notifications_page(user_id, unread_only, i64::from(page_size), offset).await?
+            self.db
+                .notifications_page(user_id, unread_only, i64::from(page_size), offset)
+                .await?
         } else {
             vec![]
         };
@@ -169,13 +210,22 @@ impl Notifier {
             self.db.mark_all_notifications_read(user_id).await?
         } else {
             if ids.is_empty() {
-                return Err(DomainError::invalid("notification_ids", "name at least one id, or set all"));
+                return Err(DomainError::invalid(
+                    "notification_ids",
+                    "name at least one id, or set all",
+                ));
             }
             if ids.len() > MAX_MARK_IDS {
-                return Err(DomainError::invalid("notification_ids", format!("at most {MAX_MARK_IDS} ids")));
+                return Err(DomainError::invalid(
+                    "notification_ids",
+                    format!("at most {MAX_MARK_IDS} ids"),
+                ));
             }
             if let Some(bad) = ids.iter().find(|i| **i <= 0) {
-                return Err(DomainError::invalid("notification_ids", format!("{bad} is not a notification id")));
+                return Err(DomainError::invalid(
+                    "notification_ids",
+                    format!("{bad} is not a notification id"),
+                ));
             }
             let mut ids = ids.to_vec();
             ids.sort_unstable();
@@ -194,10 +244,17 @@ impl Notifier {
     ) -> Result<impl Stream<Item = Result<Notification>> + Send + 'static + use<>> {
         let user_id = owner(caller)?;
         if last_id < 0 {
-            return Err(DomainError::invalid("last_notification_id", "must not be negative"));
+            return Err(DomainError::invalid(
+                "last_notification_id",
+                "must not be negative",
+            ));
         }
         // Subscribe first: whatever commits after the catch-up read is on the bus.
-        let sub = self.bus.subscribe(&subject(user_id)).await.map_err(anyhow::Error::from)?;
+        let sub = self
+            .bus
+            .subscribe(&subject(user_id))
+            .await
+            .map_err(anyhow::Error::from)?;
         let mut state = StreamState {
             db: self.db.clone(),
             sub,
@@ -243,7 +300,10 @@ impl StreamState {
     async fn catch_up(&mut self) -> Result<()> {
         let mut after = self.pending.back().map_or(self.last_id, |r| r.id);
         loop {
-            let rows = self.db.notifications_after(self.user_id, after, CATCH_UP_BATCH).await?;
+            let rows = self
+                .db
+                .notifications_after(self.user_id, after, CATCH_UP_BATCH)
+                .await?;
             let n = rows.len() as i64;
             if let Some(last) = rows.last() {
                 after = last.id;
@@ -285,7 +345,11 @@ impl StreamState {
                     }
                 }
                 BusEvent::Lagged(n) => {
-                    tracing::warn!(lost = n, user_id = self.user_id, "notification stream lagged; reading the database");
+                    tracing::warn!(
+                        lost = n,
+                        user_id = self.user_id,
+                        "notification stream lagged; reading the database"
+                    );
                     if let Err(e) = self.catch_up().await {
                         self.failed = true;
                         return Some(Err(e));
@@ -302,7 +366,9 @@ pub fn subject(user_id: i64) -> String {
 }
 
 fn owner(caller: &Caller) -> Result<i64> {
-    caller.user_id().ok_or_else(|| DomainError::denied("notifications belong to users: call with a user's access token"))
+    caller.user_id().ok_or_else(|| {
+        DomainError::denied("notifications belong to users: call with a user's access token")
+    })
 }
 
 fn check_kind(kind: &str) -> Result<String> {
@@ -310,8 +376,14 @@ fn check_kind(kind: &str) -> Result<String> {
     if k.is_empty() || k.len() > 64 {
         return Err(DomainError::invalid("type", "must be 1 to 64 characters"));
     }
-    if !k.chars().all(|c| c.is_ascii_alphanumeric() || "_.:-".contains(c)) {
-        return Err(DomainError::invalid("type", "may contain only letters, digits, '_', '.', ':' and '-'"));
+    if !k
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || "_.:-".contains(c))
+    {
+        return Err(DomainError::invalid(
+            "type",
+            "may contain only letters, digits, '_', '.', ':' and '-'",
+        ));
     }
     Ok(k.to_string())
 }
@@ -325,7 +397,10 @@ fn check_data(data: &HashMap<String, String>) -> Result<()> {
             return Err(DomainError::invalid("data", "keys must be 1 to 128 bytes"));
         }
         if v.len() > 4096 {
-            return Err(DomainError::invalid("data", format!("value of {k:?} is longer than 4096 bytes")));
+            return Err(DomainError::invalid(
+                "data",
+                format!("value of {k:?} is longer than 4096 bytes"),
+            ));
         }
     }
     Ok(())

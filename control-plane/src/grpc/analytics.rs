@@ -33,16 +33,27 @@ pub struct AnalyticsApi {
 impl AnalyticsApi {
     /// The service over the analytics pipeline and the metrics registry.
     pub fn new(analytics: Analytics, metrics: Arc<Metrics>, shutdown: Shutdown) -> AnalyticsApi {
-        AnalyticsApi { analytics, metrics, shutdown }
+        AnalyticsApi {
+            analytics,
+            metrics,
+            shutdown,
+        }
     }
 }
 
 #[tonic::async_trait]
 impl AnalyticsService for AnalyticsApi {
-    async fn track_event(&self, req: Request<pb::TrackEventRequest>) -> Result<Response<pb::TrackEventResponse>, Status> {
+    async fn track_event(
+        &self,
+        req: Request<pb::TrackEventRequest>,
+    ) -> Result<Response<pb::TrackEventResponse>, Status> {
         let who = caller(&req)?;
         let r = req.into_inner();
-        let timestamp = r.timestamp.as_ref().map(|t| millis("timestamp", t)).transpose()?;
+        let timestamp = r
+            .timestamp
+            .as_ref()
+            .map(|t| millis("timestamp", t))
+            .transpose()?;
         let event = NewEvent {
             event_type: r.event_type,
             user_id: r.user_id,
@@ -51,10 +62,16 @@ impl AnalyticsService for AnalyticsApi {
             source: r.source,
         };
         let id = self.analytics.track(&who, event)?;
-        Ok(Response::new(pb::TrackEventResponse { success: true, event_id: id.to_string() }))
+        Ok(Response::new(pb::TrackEventResponse {
+            success: true,
+            event_id: id.to_string(),
+        }))
     }
 
-    async fn get_analytics(&self, req: Request<pb::GetAnalyticsRequest>) -> Result<Response<pb::GetAnalyticsResponse>, Status> {
+    async fn get_analytics(
+        &self,
+        req: Request<pb::GetAnalyticsRequest>,
+    ) -> Result<Response<pb::GetAnalyticsResponse>, Status> {
         let who = caller(&req)?;
         let r = req.into_inner();
         let query = AnalyticsQuery {
@@ -81,11 +98,16 @@ impl AnalyticsService for AnalyticsApi {
         }))
     }
 
-    async fn get_metrics(&self, req: Request<pb::GetMetricsRequest>) -> Result<Response<pb::GetMetricsResponse>, Status> {
+    async fn get_metrics(
+        &self,
+        req: Request<pb::GetMetricsRequest>,
+    ) -> Result<Response<pb::GetMetricsResponse>, Status> {
         let who = caller(&req)?;
         self.analytics.require_read(&who)?;
         let names = check_names(req.into_inner().names)?;
-        Ok(Response::new(pb::GetMetricsResponse { metrics: metric_data(&self.metrics, &names) }))
+        Ok(Response::new(pb::GetMetricsResponse {
+            metrics: metric_data(&self.metrics, &names),
+        }))
     }
 
     async fn stream_metrics(
@@ -108,21 +130,36 @@ impl AnalyticsService for AnalyticsApi {
         };
         let names = check_names(r.names)?;
         let metrics = self.metrics.clone();
-        let ticks = tokio_stream::wrappers::IntervalStream::new(tokio::time::interval(Duration::from_millis(interval as u64)));
-        let stream = ticks.flat_map(move |_| futures::stream::iter(metric_data(&metrics, &names).into_iter().map(Ok)));
+        let ticks = tokio_stream::wrappers::IntervalStream::new(tokio::time::interval(
+            Duration::from_millis(interval as u64),
+        ));
+        let stream = ticks.flat_map(move |_| {
+            futures::stream::iter(metric_data(&metrics, &names).into_iter().map(Ok))
+        });
         Ok(Response::new(guard(stream, self.shutdown.clone())))
     }
 
-    async fn stream_events(&self, req: Request<pb::StreamEventsRequest>) -> Result<Response<BoxStream<pb::EventData>>, Status> {
+    async fn stream_events(
+        &self,
+        req: Request<pb::StreamEventsRequest>,
+    ) -> Result<Response<BoxStream<pb::EventData>>, Status> {
         let who = caller(&req)?;
-        let events = self.analytics.events(&who, req.into_inner().event_types).await?;
-        Ok(Response::new(guard(events.map(|e| Ok(event_data(e))), self.shutdown.clone())))
+        let events = self
+            .analytics
+            .events(&who, req.into_inner().event_types)
+            .await?;
+        Ok(Response::new(guard(
+            events.map(|e| Ok(event_data(e))),
+            self.shutdown.clone(),
+        )))
     }
 }
 
 fn check_names(names: Vec<String>) -> Result<Vec<String>, Status> {
     if names.len() > 100 || names.iter().any(|n| n.is_empty() || n.len() > 200) {
-        return Err(DomainError::invalid("names", "at most 100 metric names of 1 to 200 bytes").into());
+        return Err(
+            DomainError::invalid("names", "at most 100 metric names of 1 to 200 bytes").into(),
+        );
     }
     Ok(names)
 }
@@ -133,7 +170,9 @@ fn metric_data(metrics: &Metrics, names: &[String]) -> Vec<pb::MetricData> {
     metrics
         .samples()
         .into_iter()
-        .filter(|s: &Sample| names.is_empty() || names.iter().any(|n| *n == s.family || *n == s.name))
+        .filter(|s: &Sample| {
+            names.is_empty() || names.iter().any(|n| *n == s.family || *n == s.name)
+        })
         .map(|s| pb::MetricData {
             name: s.name,
             value: s.value,
@@ -157,13 +196,18 @@ fn event_data(e: EventRecord) -> pb::EventData {
 
 /// A protobuf timestamp from ms, including the epoch itself.
 fn exact_timestamp(ms: i64) -> Option<prost_types::Timestamp> {
-    Some(prost_types::Timestamp { seconds: ms.div_euclid(1000), nanos: (ms.rem_euclid(1000) * 1_000_000) as i32 })
+    Some(prost_types::Timestamp {
+        seconds: ms.div_euclid(1000),
+        nanos: (ms.rem_euclid(1000) * 1_000_000) as i32,
+    })
 }
 
 /// Milliseconds since the epoch from a protobuf timestamp, refusing nonsense.
 fn millis(field: &'static str, t: &prost_types::Timestamp) -> Result<i64, Status> {
     // Years 1 to 9999, as google.protobuf.Timestamp allows.
-    if !(-62_135_596_800..=253_402_300_799).contains(&t.seconds) || !(0..1_000_000_000).contains(&t.nanos) {
+    if !(-62_135_596_800..=253_402_300_799).contains(&t.seconds)
+        || !(0..1_000_000_000).contains(&t.nanos)
+    {
         return Err(DomainError::invalid(field, "not a valid timestamp").into());
     }
     Ok(t.seconds * 1000 + i64::from(t.nanos / 1_000_000))

@@ -44,8 +44,11 @@ static METHODS: LazyLock<HashMap<String, &'static MethodLabels>> = LazyLock::new
             (true, true) => "bidi_stream",
         };
         let path = format!("/{service}/{method}");
-        let labels: &'static MethodLabels =
-            Box::leak(Box::new(MethodLabels { grpc_type, grpc_service: leak(service), grpc_method: leak(method) }));
+        let labels: &'static MethodLabels = Box::leak(Box::new(MethodLabels {
+            grpc_type,
+            grpc_service: leak(service),
+            grpc_method: leak(method),
+        }));
         map.insert(path, labels);
     };
     match prost_types::FileDescriptorSet::decode(veza_proto::FILE_DESCRIPTOR_SET) {
@@ -70,19 +73,30 @@ static METHODS: LazyLock<HashMap<String, &'static MethodLabels>> = LazyLock::new
     add("grpc.health.v1.Health".into(), "Check".into(), false, false);
     add("grpc.health.v1.Health".into(), "Watch".into(), false, true);
     for v in ["v1", "v1alpha"] {
-        add(format!("grpc.reflection.{v}.ServerReflection"), "ServerReflectionInfo".into(), true, true);
+        add(
+            format!("grpc.reflection.{v}.ServerReflection"),
+            "ServerReflectionInfo".into(),
+            true,
+            true,
+        );
     }
     map
 });
 
-static UNKNOWN: MethodLabels = MethodLabels { grpc_type: "unary", grpc_service: "unknown", grpc_method: "unknown" };
+static UNKNOWN: MethodLabels = MethodLabels {
+    grpc_type: "unary",
+    grpc_service: "unknown",
+    grpc_method: "unknown",
+};
 
 fn leak(s: String) -> &'static str {
     Box::leak(s.into_boxed_str())
 }
 
 fn method_info(path: &str) -> MethodInfo {
-    MethodInfo { labels: METHODS.get(path).copied().unwrap_or(&UNKNOWN) }
+    MethodInfo {
+        labels: METHODS.get(path).copied().unwrap_or(&UNKNOWN),
+    }
 }
 
 /// The grpc-go name of a status code, as the `grpc_code` label.
@@ -126,7 +140,10 @@ impl<S> Layer<S> for MetricsLayer {
     type Service = Measured<S>;
 
     fn layer(&self, inner: S) -> Measured<S> {
-        Measured { inner, metrics: self.metrics.clone() }
+        Measured {
+            inner,
+            metrics: self.metrics.clone(),
+        }
     }
 }
 
@@ -157,7 +174,14 @@ where
         let call = Call::new(m.clone(), labels);
         let received = m.grpc.msg_received.get_or_create_owned(labels);
         let sent = m.grpc.msg_sent.get_or_create_owned(labels);
-        let req = req.map(|body| Body::new(Counted { inner: body, frames: Framing::default(), counter: received, call: None }));
+        let req = req.map(|body| {
+            Body::new(Counted {
+                inner: body,
+                frames: Framing::default(),
+                counter: received,
+                call: None,
+            })
+        });
         let fut = self.inner.call(req);
         Box::pin(async move {
             let resp = fut.await?;
@@ -165,7 +189,14 @@ where
                 call.finish(code_name(code.to_str().unwrap_or("2")));
                 return Ok(resp);
             }
-            Ok(resp.map(|body| Body::new(Counted { inner: body, frames: Framing::default(), counter: sent, call: Some(call) })))
+            Ok(resp.map(|body| {
+                Body::new(Counted {
+                    inner: body,
+                    frames: Framing::default(),
+                    counter: sent,
+                    call: Some(call),
+                })
+            }))
         })
     }
 }
@@ -183,7 +214,12 @@ impl Call {
         if labels.grpc_type != "unary" {
             metrics.open_streams.inc();
         }
-        Call { metrics, labels, start: Instant::now(), done: false }
+        Call {
+            metrics,
+            labels,
+            start: Instant::now(),
+            done: false,
+        }
     }
 
     fn finish(mut self, code: &'static str) {
@@ -205,7 +241,9 @@ impl Call {
                 grpc_code: code,
             })
             .inc();
-        g.handling_seconds.get_or_create(l).observe(self.start.elapsed().as_secs_f64());
+        g.handling_seconds
+            .get_or_create(l)
+            .observe(self.start.elapsed().as_secs_f64());
         if l.grpc_type != "unary" {
             self.metrics.open_streams.dec();
         }
@@ -244,7 +282,12 @@ impl Framing {
             if self.have == 5 {
                 self.have = 0;
                 started += 1;
-                self.remaining = u64::from(u32::from_be_bytes([self.header[1], self.header[2], self.header[3], self.header[4]]));
+                self.remaining = u64::from(u32::from_be_bytes([
+                    self.header[1],
+                    self.header[2],
+                    self.header[3],
+                    self.header[4],
+                ]));
             }
         }
         started
@@ -264,7 +307,10 @@ impl http_body::Body for Counted {
     type Data = Bytes;
     type Error = tonic::Status;
 
-    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
         let this = &mut *self;
         let polled = Pin::new(&mut this.inner).poll_frame(cx);
         match &polled {
@@ -277,7 +323,10 @@ impl http_body::Body for Counted {
                 } else if let Some(trailers) = frame.trailers_ref()
                     && let Some(call) = this.call.take()
                 {
-                    let code = trailers.get("grpc-status").and_then(|v| v.to_str().ok()).map_or("Unknown", code_name);
+                    let code = trailers
+                        .get("grpc-status")
+                        .and_then(|v| v.to_str().ok())
+                        .map_or("Unknown", code_name);
                     call.finish(code);
                 }
             }
@@ -330,9 +379,18 @@ mod tests {
         let l = method_info("/veza.notification.NotificationService/StreamNotifications").labels;
         assert_eq!(
             (l.grpc_type, l.grpc_service, l.grpc_method),
-            ("server_stream", "veza.notification.NotificationService", "StreamNotifications")
+            (
+                "server_stream",
+                "veza.notification.NotificationService",
+                "StreamNotifications"
+            )
         );
-        assert_eq!(method_info("/veza.analytics.AnalyticsService/TrackEvent").labels.grpc_type, "unary");
+        assert_eq!(
+            method_info("/veza.analytics.AnalyticsService/TrackEvent")
+                .labels
+                .grpc_type,
+            "unary"
+        );
         assert_eq!(method_info("/nope/x").labels.grpc_service, "unknown");
         assert_eq!(code_name("7"), "PermissionDenied");
     }

@@ -34,8 +34,14 @@ impl NotificationService for NotificationApi {
     ) -> Result<Response<pb::SendNotificationResponse>, Status> {
         let who = caller(&req)?;
         let r = req.into_inner();
-        let ids = self.notifier.send(&who, &r.user_ids, &r.r#type, &r.title, &r.body, r.data).await?;
-        Ok(Response::new(pb::SendNotificationResponse { success: true, notification_ids: ids }))
+        let ids = self
+            .notifier
+            .send(&who, &r.user_ids, &r.r#type, &r.title, &r.body, r.data)
+            .await?;
+        Ok(Response::new(pb::SendNotificationResponse {
+            success: true,
+            notification_ids: ids,
+        }))
     }
 
     async fn get_notifications(
@@ -45,7 +51,10 @@ impl NotificationService for NotificationApi {
         let who = caller(&req)?;
         let r = req.into_inner();
         let p = r.pagination.unwrap_or_default();
-        let page = self.notifier.list(&who, p.page, p.page_size, r.unread_only).await?;
+        let page = self
+            .notifier
+            .list(&who, p.page, p.page_size, r.unread_only)
+            .await?;
         Ok(Response::new(pb::GetNotificationsResponse {
             notifications: page.notifications.into_iter().map(notification).collect(),
             pagination: Some(Pagination {
@@ -58,11 +67,21 @@ impl NotificationService for NotificationApi {
         }))
     }
 
-    async fn mark_as_read(&self, req: Request<pb::MarkAsReadRequest>) -> Result<Response<pb::MarkAsReadResponse>, Status> {
+    async fn mark_as_read(
+        &self,
+        req: Request<pb::MarkAsReadRequest>,
+    ) -> Result<Response<pb::MarkAsReadResponse>, Status> {
         let who = caller(&req)?;
         let r = req.into_inner();
-        let (updated, unread) = self.notifier.mark_read(&who, &r.notification_ids, r.all).await?;
-        Ok(Response::new(pb::MarkAsReadResponse { success: true, updated: clamp(updated), unread_count: clamp(unread) }))
+        let (updated, unread) = self
+            .notifier
+            .mark_read(&who, &r.notification_ids, r.all)
+            .await?;
+        Ok(Response::new(pb::MarkAsReadResponse {
+            success: true,
+            updated: clamp(updated),
+            unread_count: clamp(unread),
+        }))
     }
 
     async fn stream_notifications(
@@ -70,7 +89,10 @@ impl NotificationService for NotificationApi {
         req: Request<pb::StreamNotificationsRequest>,
     ) -> Result<Response<BoxStream<pb::Notification>>, Status> {
         let who = caller(&req)?;
-        let stream = self.notifier.stream(&who, req.into_inner().last_notification_id).await?;
+        let stream = self
+            .notifier
+            .stream(&who, req.into_inner().last_notification_id)
+            .await?;
         let stream = stream.map(|item| item.map(notification).map_err(Status::from));
         Ok(Response::new(guard(stream, self.shutdown.clone())))
     }

@@ -34,11 +34,18 @@ async fn healthz(State(s): State<HttpState>) -> impl IntoResponse {
     }
 }
 
-async fn metrics(State(s): State<HttpState>) -> impl IntoResponse {
-    (
-        [(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
-        s.metrics.render(),
-    )
+/// Prometheus text 0.0.4, or OpenMetrics text when the scraper asks for it.
+async fn metrics(State(s): State<HttpState>, headers: axum::http::HeaderMap) -> impl IntoResponse {
+    let openmetrics = headers
+        .get(axum::http::header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|a| a.contains("application/openmetrics-text"));
+    let (content_type, body) = if openmetrics {
+        ("application/openmetrics-text; version=1.0.0; charset=utf-8", s.metrics.render_openmetrics())
+    } else {
+        ("text/plain; version=0.0.4; charset=utf-8", s.metrics.render())
+    };
+    ([(axum::http::header::CONTENT_TYPE, content_type)], body)
 }
 
 async fn jwks(State(s): State<HttpState>) -> impl IntoResponse {

@@ -18,40 +18,106 @@ fn veza(data_dir: &std::path::Path, args: &[&str]) -> std::process::Output {
 }
 
 fn ok(out: &std::process::Output) -> String {
-    assert!(out.status.success(), "stdout: {}\nstderr: {}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "stdout: {}\nstderr: {}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 #[test]
 fn admin_commands_manage_users_and_keys() {
     let dir = tempfile::tempdir().unwrap();
-    let out = ok(&veza(dir.path(), &["user", "add", "--email", "ops@example.com", "--password", "ops password", "--admin"]));
-    assert!(out.contains("ops@example.com") && out.contains("admin"), "{out}");
-    let dup = veza(dir.path(), &["user", "add", "--email", "ops@example.com", "--password", "ops password"]);
+    let out = ok(&veza(
+        dir.path(),
+        &[
+            "user",
+            "add",
+            "--email",
+            "ops@example.com",
+            "--password",
+            "ops password",
+            "--admin",
+        ],
+    ));
+    assert!(
+        out.contains("ops@example.com") && out.contains("admin"),
+        "{out}"
+    );
+    let dup = veza(
+        dir.path(),
+        &[
+            "user",
+            "add",
+            "--email",
+            "ops@example.com",
+            "--password",
+            "ops password",
+        ],
+    );
     assert!(!dup.status.success());
     assert!(String::from_utf8_lossy(&dup.stderr).contains("email already exists"));
-    let short = veza(dir.path(), &["user", "add", "--email", "x@example.com", "--password", "short"]);
+    let short = veza(
+        dir.path(),
+        &[
+            "user",
+            "add",
+            "--email",
+            "x@example.com",
+            "--password",
+            "short",
+        ],
+    );
     assert!(String::from_utf8_lossy(&short.stderr).contains("password"));
 
-    let key = ok(&veza(dir.path(), &["apikey", "create", "--name", "billing", "--scope", "notifications:send", "--scope", "analytics:write"]));
+    let key = ok(&veza(
+        dir.path(),
+        &[
+            "apikey",
+            "create",
+            "--name",
+            "billing",
+            "--scope",
+            "notifications:send",
+            "--scope",
+            "analytics:write",
+        ],
+    ));
     let key = key.trim();
-    assert!(key.starts_with("vz_") && !key.contains(' '), "only the key on stdout: {key}");
+    assert!(
+        key.starts_with("vz_") && !key.contains(' '),
+        "only the key on stdout: {key}"
+    );
     let list = ok(&veza(dir.path(), &["apikey", "list"]));
-    assert!(list.contains("billing") && list.contains("notifications:send,analytics:write"), "{list}");
+    assert!(
+        list.contains("billing") && list.contains("notifications:send,analytics:write"),
+        "{list}"
+    );
     assert!(!list.contains(key), "the key is never listed");
     let id = list.split('\t').next().unwrap().to_string();
     ok(&veza(dir.path(), &["apikey", "revoke", &id]));
     assert!(ok(&veza(dir.path(), &["apikey", "list"])).trim().is_empty());
     assert!(ok(&veza(dir.path(), &["apikey", "list", "--all"])).contains("revoked"));
-    let bad = veza(dir.path(), &["apikey", "create", "--name", "x", "--scope", "everything"]);
+    let bad = veza(
+        dir.path(),
+        &["apikey", "create", "--name", "x", "--scope", "everything"],
+    );
     assert!(String::from_utf8_lossy(&bad.stderr).contains("unknown scope"));
 }
 
 /// Starts `veza serve` and returns it with the HTTP address it logged.
 fn serve(cmd: &mut Command) -> (Child, String) {
-    let mut child = cmd.stdout(Stdio::piped()).stderr(Stdio::null()).spawn().expect("veza serve starts");
+    let mut child = cmd
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("veza serve starts");
     let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
     let http = line.rsplit("http://").next().unwrap().trim().to_string();
     (child, http)
 }
@@ -59,7 +125,11 @@ fn serve(cmd: &mut Command) -> (Child, String) {
 fn http_get(addr: &str, path: &str) -> String {
     use std::io::{Read, Write};
     let mut tcp = std::net::TcpStream::connect(addr).unwrap();
-    write!(tcp, "GET {path} HTTP/1.1\r\nhost: {addr}\r\nconnection: close\r\n\r\n").unwrap();
+    write!(
+        tcp,
+        "GET {path} HTTP/1.1\r\nhost: {addr}\r\nconnection: close\r\n\r\n"
+    )
+    .unwrap();
     let mut out = String::new();
     tcp.read_to_string(&mut out).unwrap();
     out
@@ -76,7 +146,10 @@ fn flags_beat_environment_beat_file_and_sigterm_drains() {
 
     let base = || {
         let mut c = Command::new(env!("CARGO_BIN_EXE_veza"));
-        c.arg("serve").env_remove("DATABASE_URL").env_remove("VEZA_DATA_DIR").env("VEZA_CONFIG", &file);
+        c.arg("serve")
+            .env_remove("DATABASE_URL")
+            .env_remove("VEZA_DATA_DIR")
+            .env("VEZA_CONFIG", &file);
         c
     };
     let (mut child, http) = serve(&mut base());
@@ -88,23 +161,109 @@ fn flags_beat_environment_beat_file_and_sigterm_drains() {
     assert!(from_env.join("veza.db").exists(), "environment beats file");
     stop(&mut child);
 
-    let (mut child, http) = serve(base().env("VEZA_DATA_DIR", &from_env).arg("--data-dir").arg(&from_flag));
+    let (mut child, http) = serve(
+        base()
+            .env("VEZA_DATA_DIR", &from_env)
+            .arg("--data-dir")
+            .arg(&from_flag),
+    );
     assert!(from_flag.join("veza.db").exists(), "flag beats environment");
     let jwks = http_get(&http, "/.well-known/jwks.json");
-    assert!(jwks.contains("\"kty\":\"OKP\"") && jwks.contains("\"crv\":\"Ed25519\""), "{jwks}");
+    assert!(
+        jwks.contains("\"kty\":\"OKP\"") && jwks.contains("\"crv\":\"Ed25519\""),
+        "{jwks}"
+    );
     assert!(http_get(&http, "/metrics").contains("# TYPE veza_open_streams gauge"));
     stop(&mut child);
 }
 
 fn stop(child: &mut Child) {
     let started = Instant::now();
-    Command::new("kill").arg("-TERM").arg(child.id().to_string()).status().unwrap();
+    Command::new("kill")
+        .arg("-TERM")
+        .arg(child.id().to_string())
+        .status()
+        .unwrap();
     let status = loop {
         if let Some(s) = child.try_wait().unwrap() {
             break s;
         }
-        assert!(started.elapsed() < Duration::from_secs(10), "exits on SIGTERM");
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "exits on SIGTERM"
+        );
         std::thread::sleep(Duration::from_millis(20));
     };
     assert!(status.success(), "clean exit after SIGTERM: {status:?}");
+}
+
+#[test]
+fn chat_command_prints_the_room_and_sends_lines() {
+    use std::io::Write;
+    let dir = tempfile::tempdir().unwrap();
+    let mut serve_cmd = Command::new(env!("CARGO_BIN_EXE_veza"));
+    serve_cmd
+        .args([
+            "serve",
+            "--demo",
+            "--grpc-addr",
+            "127.0.0.1:0",
+            "--http-addr",
+            "127.0.0.1:0",
+        ])
+        .env("VEZA_CONFIG", "/dev/null")
+        .env("VEZA_DATA_DIR", dir.path())
+        .env_remove("DATABASE_URL");
+    let mut server = serve_cmd
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(server.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let grpc = line
+        .split("gRPC on ")
+        .nth(1)
+        .unwrap()
+        .split(',')
+        .next()
+        .unwrap()
+        .to_string();
+
+    let mut chat = Command::new(env!("CARGO_BIN_EXE_veza"))
+        .args([
+            "chat",
+            "1",
+            "--server",
+            &format!("http://{grpc}"),
+            "--email",
+            "user@veza.app",
+            "--password",
+            "password123",
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    chat.stdin
+        .take()
+        .unwrap()
+        .write_all(b"hello from the terminal\n\nsecond line\n")
+        .unwrap();
+    let out = chat.wait_with_output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("[1] #1 user 1: hello from the terminal"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("[1] #2 user 1: second line"), "{stdout}");
+    stop(&mut server);
 }

@@ -68,28 +68,65 @@ pub struct Store {
 
 /// Runs a `veza user` command.
 pub async fn user(cmd: UserCommand) -> anyhow::Result<()> {
-    let UserCommand::Add { email, password, username, admin, store } = cmd;
+    let UserCommand::Add {
+        email,
+        password,
+        username,
+        admin,
+        store,
+    } = cmd;
     let config = store.options.resolve()?;
     std::fs::create_dir_all(&config.data_dir)?;
     let db = veza_storage::Db::connect(&config.database_url).await?;
-    let account = NewAccount { email, password, username, admin, ..Default::default() };
+    let account = NewAccount {
+        email,
+        password,
+        username,
+        admin,
+        ..Default::default()
+    };
     let user = create_account(&db, account).await?;
-    println!("created user {} <{}> (id {}, roles {})", user.username, user.email, user.id, user.roles.join(","));
+    println!(
+        "created user {} <{}> (id {}, roles {})",
+        user.username,
+        user.email,
+        user.id,
+        user.roles.join(",")
+    );
     Ok(())
 }
 
 /// Runs a `veza apikey` command.
 pub async fn api_key(cmd: ApiKeyCommand) -> anyhow::Result<()> {
     match cmd {
-        ApiKeyCommand::Create { name, scopes, store } => {
-            let (key, record) = accounts(store).await?.create_api_key(None, &name, &scopes).await?;
+        ApiKeyCommand::Create {
+            name,
+            scopes,
+            store,
+        } => {
+            let (key, record) = accounts(store)
+                .await?
+                .create_api_key(None, &name, &scopes)
+                .await?;
             println!("{key}");
-            eprintln!("created API key {} ({}) with scopes {}; store it now, it is not shown again", record.id, record.name, record.scopes.join(","));
+            eprintln!(
+                "created API key {} ({}) with scopes {}; store it now, it is not shown again",
+                record.id,
+                record.name,
+                record.scopes.join(",")
+            );
         }
         ApiKeyCommand::List { all, store } => {
             for k in accounts(store).await?.list_api_keys(None, all).await? {
                 let state = if k.revoked { "revoked" } else { "active" };
-                println!("{}\t{}\t{}…\t{}\t{}", k.id, k.name, k.prefix, k.scopes.join(","), state);
+                println!(
+                    "{}\t{}\t{}…\t{}\t{}",
+                    k.id,
+                    k.name,
+                    k.prefix,
+                    k.scopes.join(","),
+                    state
+                );
             }
         }
         ApiKeyCommand::Revoke { id, store } => {
@@ -111,5 +148,11 @@ async fn accounts(store: Store) -> anyhow::Result<Accounts> {
     let tokens = TokenKeys::load(&config.jwt, &db, &config.data_dir).await?;
     let revocations = Revocations::start(&bus, &db).await?;
     let auth = Arc::new(Authenticator::new(tokens, revocations, db.clone()));
-    Ok(Accounts::new(db, bus, auth, config.access_token_ttl, config.refresh_token_ttl))
+    Ok(Accounts::new(
+        db,
+        bus,
+        auth,
+        config.access_token_ttl,
+        config.refresh_token_ttl,
+    ))
 }

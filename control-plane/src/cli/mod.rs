@@ -1,6 +1,8 @@
 //! The command line: `serve`, and the admin commands that work on the configured database.
 
 mod admin;
+mod chat;
+pub mod client;
 
 use clap::{Parser, Subcommand};
 
@@ -25,6 +27,12 @@ pub enum Command {
     /// Manage API keys in the configured database.
     #[command(subcommand)]
     Apikey(admin::ApiKeyCommand),
+    /// Join a chat room from the terminal: prints it live and sends each line you type.
+    Chat {
+        room_id: i64,
+        #[command(flatten)]
+        client: client::ClientArgs,
+    },
 }
 
 /// Runs one command to completion.
@@ -33,6 +41,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Serve(opts) => serve(opts).await,
         Command::User(cmd) => admin::user(cmd).await,
         Command::Apikey(cmd) => admin::api_key(cmd).await,
+        Command::Chat { room_id, client } => chat::run(room_id, client).await,
     }
 }
 
@@ -42,7 +51,10 @@ async fn serve(opts: Options) -> anyhow::Result<()> {
     // Handlers go in before the server announces itself, so an early SIGTERM still drains.
     let signals = Signals::install()?;
     let server = crate::server::start(config).await?;
-    println!("veza: gRPC on {}, HTTP on http://{}", server.grpc_addr, server.http_addr);
+    println!(
+        "veza: gRPC on {}, HTTP on http://{}",
+        server.grpc_addr, server.http_addr
+    );
     signals.wait().await?;
     tracing::info!("shutting down");
     server.shutdown().await
@@ -61,7 +73,10 @@ impl Signals {
         #[cfg(unix)]
         {
             use tokio::signal::unix::{SignalKind, signal};
-            Ok(Signals { term: signal(SignalKind::terminate())?, int: signal(SignalKind::interrupt())? })
+            Ok(Signals {
+                term: signal(SignalKind::terminate())?,
+                int: signal(SignalKind::interrupt())?,
+            })
         }
         #[cfg(not(unix))]
         Ok(Signals {})

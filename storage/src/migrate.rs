@@ -24,6 +24,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         include_str!("../migrations/sqlite/0003_notifications_analytics.sql"),
         include_str!("../migrations/postgres/0003_notifications_analytics.sql"),
     ),
+    (
+        4,
+        include_str!("../migrations/sqlite/0004_media.sql"),
+        include_str!("../migrations/postgres/0004_media.sql"),
+    ),
 ];
 
 /// Applies every migration the database has not seen yet, each in its own transaction.

@@ -1,0 +1,1 @@
+-- Media: tracks and live streams, one id space.

@@ -69,7 +69,10 @@ impl Bus {
     pub async fn publish(&self, subject: String, payload: Bytes) -> Result<(), BusError> {
         match self {
             Bus::Local(tx) => {
-                let _ = tx.send(Envelope { subject: subject.into(), payload });
+                let _ = tx.send(Envelope {
+                    subject: subject.into(),
+                    payload,
+                });
                 Ok(())
             }
             Bus::Nats(client) => Ok(client.publish(subject, payload).await?),
@@ -83,7 +86,10 @@ impl Bus {
             Bus::Nats(client) => {
                 let sub = client.subscribe(pattern.to_string()).await?;
                 Ok(Box::pin(sub.map(|m| {
-                    BusEvent::Message(Envelope { subject: Arc::from(m.subject.as_str()), payload: m.payload })
+                    BusEvent::Message(Envelope {
+                        subject: Arc::from(m.subject.as_str()),
+                        payload: m.payload,
+                    })
                 })))
             }
         }
@@ -136,8 +142,14 @@ mod tests {
 
     #[test]
     fn wildcards_follow_nats() {
-        assert!(subject_matches("veza.auth.session.*", "veza.auth.session.7"));
-        assert!(!subject_matches("veza.auth.session.*", "veza.auth.session.7.x"));
+        assert!(subject_matches(
+            "veza.auth.session.*",
+            "veza.auth.session.7"
+        ));
+        assert!(!subject_matches(
+            "veza.auth.session.*",
+            "veza.auth.session.7.x"
+        ));
         assert!(subject_matches("veza.>", "veza.auth.session.7"));
         assert!(!subject_matches("veza.>", "veza"));
         assert!(subject_matches("a.b", "a.b"));

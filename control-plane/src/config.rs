@@ -65,6 +65,21 @@ pub struct Options {
     /// Days analytics events are kept before pruning; 0 keeps them forever [default: 90].
     #[arg(long, env = "VEZA_ANALYTICS_RETENTION_DAYS")]
     pub analytics_retention_days: Option<u64>,
+    /// Largest accepted upload in bytes [default: 536870912, 512 MiB].
+    #[arg(long, env = "VEZA_MAX_UPLOAD_BYTES")]
+    pub max_upload_bytes: Option<u64>,
+    /// Uploads transcoded at once [default: the number of CPU cores].
+    #[arg(long, env = "VEZA_PROCESSING_WORKERS")]
+    pub processing_workers: Option<usize>,
+    /// Opus rendition bitrates in kbps, comma-separated [default: 32,64,128].
+    #[arg(long, env = "VEZA_RENDITIONS")]
+    pub renditions: Option<String>,
+    /// Memory for renditions cached for playback, in bytes [default: 268435456, 256 MiB].
+    #[arg(long, env = "VEZA_MEDIA_CACHE_BYTES")]
+    pub media_cache_bytes: Option<u64>,
+    /// Lifetime of signed media URLs in seconds [default: 21600, 6 hours].
+    #[arg(long, env = "VEZA_MEDIA_URL_TTL")]
+    pub media_url_ttl: Option<u64>,
 }
 
 /// JWT signing configuration.
@@ -97,6 +112,16 @@ pub struct Config {
     pub analytics_retention_days: u64,
     /// Analytics events queued for writing before `TrackEvent` answers `RESOURCE_EXHAUSTED`.
     pub analytics_queue_capacity: usize,
+    /// Largest accepted upload in bytes.
+    pub max_upload_bytes: u64,
+    /// Uploads transcoded at once.
+    pub processing_workers: usize,
+    /// Opus rendition bitrates in kbps, ascending.
+    pub renditions: Vec<u32>,
+    /// Byte budget of the rendition cache.
+    pub media_cache_bytes: u64,
+    /// Lifetime of signed media URLs.
+    pub media_url_ttl: Duration,
 }
 
 macro_rules! merge {
@@ -106,13 +131,21 @@ macro_rules! merge {
 impl Options {
     /// Fills what flags and environment left unset from the config file.
     pub fn with_file(self) -> anyhow::Result<Options> {
-        let path = self.config.clone().or_else(|| Some(PathBuf::from("veza.toml")).filter(|p| p.exists()));
+        let path = self
+            .config
+            .clone()
+            .or_else(|| Some(PathBuf::from("veza.toml")).filter(|p| p.exists()));
         let Some(path) = path else { return Ok(self) };
-        let text = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
-        let file: Options = toml::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
-        Ok(merge!(self, file; grpc_addr, http_addr, data_dir, database_url, nats_url, blob_url, public_url,
+        let text = std::fs::read_to_string(&path)
+            .with_context(|| format!("reading {}", path.display()))?;
+        let file: Options =
+            toml::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
+        Ok(
+            merge!(self, file; grpc_addr, http_addr, data_dir, database_url, nats_url, blob_url, public_url,
             tls_cert, tls_key, jwt_alg, jwt_secret, access_token_ttl, refresh_token_ttl, log_format,
-            shutdown_grace, demo, analytics_retention_days))
+            shutdown_grace, demo, analytics_retention_days, max_upload_bytes, processing_workers, renditions,
+            media_cache_bytes, media_url_ttl),
+        )
     }
 
     /// Applies the defaults and checks the combination.
@@ -127,11 +160,22 @@ impl Options {
             (None, None) => None,
             _ => anyhow::bail!("--tls-cert and --tls-key go together"),
         };
-        let jwt = match o.jwt_alg.as_deref().unwrap_or("eddsa").to_ascii_lowercase().as_str() {
+        let jwt = match o
+            .jwt_alg
+            .as_deref()
+            .unwrap_or("eddsa")
+            .to_ascii_lowercase()
+            .as_str()
+        {
             "eddsa" | "ed25519" => JwtConfig::EdDsa,
             "hs256" => {
-                let secret = o.jwt_secret.context("--jwt-alg hs256 needs --jwt-secret / VEZA_JWT_SECRET")?;
-                anyhow::ensure!(secret.len() >= 32, "the HS256 secret must be at least 32 bytes");
+                let secret = o
+                    .jwt_secret
+                    .context("--jwt-alg hs256 needs --jwt-secret / VEZA_JWT_SECRET")?;
+                anyhow::ensure!(
+                    secret.len() >= 32,
+                    "the HS256 secret must be at least 32 bytes"
+                );
                 JwtConfig::Hs256(secret)
             }
             other => anyhow::bail!("unknown JWT algorithm {other:?}: use eddsa or hs256"),
@@ -141,9 +185,28 @@ impl Options {
             "json" => true,
             other => anyhow::bail!("unknown log format {other:?}: use text or json"),
         };
+        let mut renditions = Vec::new();
+        for r in o.renditions.as_deref().unwrap_or("32,64,128").split(',') {
+            let kbps: u32 = r
+                .trim()
+                .parse()
+                .with_context(|| format!("--renditions: {r:?} is not a bitrate in kbps"))?;
+            anyhow::ensure!(
+                (6..=510).contains(&kbps),
+                "--renditions: {kbps} kbps is outside Opus's 6–510"
+            );
+            renditions.push(kbps);
+        }
+        renditions.sort_unstable();
+        renditions.dedup();
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
         Ok(Config {
-            grpc_addr: o.grpc_addr.unwrap_or(SocketAddr::from(([127, 0, 0, 1], 9090))),
-            http_addr: o.http_addr.unwrap_or(SocketAddr::from(([127, 0, 0, 1], 8080))),
+            grpc_addr: o
+                .grpc_addr
+                .unwrap_or(SocketAddr::from(([127, 0, 0, 1], 9090))),
+            http_addr: o
+                .http_addr
+                .unwrap_or(SocketAddr::from(([127, 0, 0, 1], 8080))),
             data_dir,
             database_url,
             nats_url: o.nats_url.filter(|s| !s.is_empty()),
@@ -158,6 +221,11 @@ impl Options {
             demo: o.demo.unwrap_or(false),
             analytics_retention_days: o.analytics_retention_days.unwrap_or(90),
             analytics_queue_capacity: 131_072,
+            max_upload_bytes: o.max_upload_bytes.unwrap_or(512 << 20),
+            processing_workers: o.processing_workers.unwrap_or(cores).max(1),
+            renditions,
+            media_cache_bytes: o.media_cache_bytes.unwrap_or(256 << 20),
+            media_url_ttl: Duration::from_secs(o.media_url_ttl.unwrap_or(6 * 3600).max(1)),
         })
     }
 }
@@ -173,6 +241,7 @@ impl Config {
             ..Options::default()
         };
         // Only fails on contradictory options, which these are not.
-        opts.resolve().unwrap_or_else(|e| unreachable!("test config: {e}"))
+        opts.resolve()
+            .unwrap_or_else(|e| unreachable!("test config: {e}"))
     }
 }

@@ -23,12 +23,12 @@ use crate::{
     bus::Bus,
     config::Config,
     domain::{
-        Accounts, Analytics, DomainError, NewAccount, Notifier, analytics::AnalyticsOptions,
-        chat::Chat, create_account,
+        Accounts, Analytics, DomainError, Media, NewAccount, Notifier,
+        analytics::AnalyticsOptions, chat::Chat, create_account, media::MediaOptions,
     },
     grpc::{
         analytics::AnalyticsApi, auth::AuthApi, chat::ChatApi, health::DrainingHealth,
-        metrics_layer::MetricsLayer, notification::NotificationApi, stubs,
+        metrics_layer::MetricsLayer, notification::NotificationApi, stream::StreamApi,
     },
     http::{HttpState, router},
     metrics::Metrics,
@@ -64,7 +64,7 @@ struct Parts {
     auth: Arc<Authenticator>,
     accounts: Arc<Accounts>,
     metrics: Arc<Metrics>,
-    _blobs: BlobStore,
+    blobs: BlobStore,
     /// Notifications: `create` for the server's own producers (mentions, track_ready…).
     notifier: Notifier,
     /// Analytics: `emit` for the server's own events (message_sent, room_joined…).
@@ -88,6 +88,27 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
         .await
         .with_context(|| format!("binding {}", config.http_addr))?;
     let (grpc_addr, http_addr) = (grpc.local_addr()?, http.local_addr()?);
+    let media = Media::start(
+        parts.db.clone(),
+        parts.blobs.clone(),
+        parts.notifier.clone(),
+        parts.analytics.clone(),
+        MediaOptions {
+            max_upload_bytes: config.max_upload_bytes,
+            processing_workers: config.processing_workers,
+            renditions: config.renditions.clone(),
+            cache_bytes: config.media_cache_bytes,
+            url_ttl: config.media_url_ttl,
+            public_url: config
+                .public_url
+                .clone()
+                .unwrap_or_else(|| format!("http://{http_addr}")),
+            tmp_dir: config.data_dir.join("tmp"),
+        },
+        shutdown.clone(),
+    )
+    .await
+    .context("starting the media service")?;
     let health = HealthReporter::new();
     let health_service = HealthServer::new(DrainingHealth::new(
         HealthService::from_health_reporter(health.clone()),
@@ -133,7 +154,10 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
             ))
         ))
         .add_service(compressed!(
-            stream::stream_service_server::StreamServiceServer::new(stubs::StreamStub)
+            stream::stream_service_server::StreamServiceServer::new(StreamApi::new(
+                media.clone(),
+                shutdown.clone()
+            ))
         ))
         .add_service(compressed!(
             analytics::analytics_service_server::AnalyticsServiceServer::new(AnalyticsApi::new(
@@ -164,6 +188,7 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
         db: parts.db.clone(),
         auth: parts.auth.clone(),
         metrics: parts.metrics.clone(),
+        media,
     };
     let mut sd = shutdown.clone();
     let http_task = tokio::spawn(async move {
@@ -238,7 +263,7 @@ async fn assemble(config: &Config, shutdown: &shutdown::Shutdown) -> anyhow::Res
         auth,
         accounts,
         metrics,
-        _blobs: blobs,
+        blobs,
         notifier,
         analytics,
         analytics_writer,

@@ -52,15 +52,18 @@ where
     S: Stream<Item = Result<T, Status>> + Send + 'static,
 {
     let state = (Box::pin(stream), shutdown, false);
-    Box::pin(futures::stream::unfold(state, |(mut s, mut sd, done)| async move {
-        if done {
-            return None;
-        }
-        tokio::select! {
-            biased;
-            // What is ready already (a final status update, say) still goes out first.
-            item = s.next() => item.map(|i| (i, (s, sd, false))),
-            _ = sd.wait() => Some((Err(Status::unavailable("server is shutting down")), (s, sd, true))),
-        }
-    }))
+    Box::pin(futures::stream::unfold(
+        state,
+        |(mut s, mut sd, done)| async move {
+            if done {
+                return None;
+            }
+            tokio::select! {
+                biased;
+                // What is ready already (a final status update, say) still goes out first.
+                item = s.next() => item.map(|i| (i, (s, sd, false))),
+                _ = sd.wait() => Some((Err(Status::unavailable("server is shutting down")), (s, sd, true))),
+            }
+        },
+    ))
 }

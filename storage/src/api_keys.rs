@@ -51,15 +51,24 @@ impl Db {
     /// The key with this hash, revoked or not.
     pub async fn api_key_by_hash(&self, hash: &str) -> Result<Option<ApiKeyRecord>> {
         let sql = format!("SELECT {COLUMNS} FROM api_keys WHERE key_hash = $1");
-        let row = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(hash).fetch_optional(&self.pool).await?;
+        let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(hash)
+            .fetch_optional(&self.pool)
+            .await?;
         row.as_ref().map(key_from_row).transpose()
     }
 
     /// Every key, newest first.
     pub async fn list_api_keys(&self, include_revoked: bool) -> Result<Vec<ApiKeyRecord>> {
-        let filter = if include_revoked { "" } else { "WHERE revoked = 0" };
+        let filter = if include_revoked {
+            ""
+        } else {
+            "WHERE revoked = 0"
+        };
         let sql = format!("SELECT {COLUMNS} FROM api_keys {filter} ORDER BY id DESC");
-        let rows = sqlx::query(sqlx::AssertSqlSafe(sql)).fetch_all(&self.pool).await?;
+        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .fetch_all(&self.pool)
+            .await?;
         rows.iter().map(key_from_row).collect()
     }
 
@@ -90,7 +99,11 @@ fn key_from_row(row: &AnyRow) -> Result<ApiKeyRecord> {
         id: row.try_get("id")?,
         name: row.try_get("name")?,
         prefix: row.try_get("prefix")?,
-        scopes: scopes.split(',').filter(|s| !s.is_empty()).map(String::from).collect(),
+        scopes: scopes
+            .split(',')
+            .filter(|s| !s.is_empty())
+            .map(String::from)
+            .collect(),
         created_by: row.try_get("created_by")?,
         created_at: row.try_get("created_at")?,
         last_used_at: row.try_get("last_used_at")?,

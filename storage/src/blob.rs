@@ -3,7 +3,9 @@
 use std::{path::Path, sync::Arc};
 
 use bytes::Bytes;
-use object_store::{ObjectStore, ObjectStoreExt, local::LocalFileSystem, memory::InMemory, path::Path as ObjectPath};
+use object_store::{
+    ObjectStore, ObjectStoreExt, local::LocalFileSystem, memory::InMemory, path::Path as ObjectPath,
+};
 
 use crate::error::{Result, StorageError};
 
@@ -18,12 +20,14 @@ impl BlobStore {
     pub fn open(url: Option<&str>, dir: &Path) -> Result<BlobStore> {
         let inner: Arc<dyn ObjectStore> = match url {
             None => {
-                std::fs::create_dir_all(dir).map_err(|e| StorageError::Config(format!("{}: {e}", dir.display())))?;
+                std::fs::create_dir_all(dir)
+                    .map_err(|e| StorageError::Config(format!("{}: {e}", dir.display())))?;
                 Arc::new(LocalFileSystem::new_with_prefix(dir)?)
             }
             Some("memory://") | Some("memory:///") => Arc::new(InMemory::new()),
             Some(u) => {
-                let url = url::Url::parse(u).map_err(|e| StorageError::Config(format!("blob URL {u:?}: {e}")))?;
+                let url = url::Url::parse(u)
+                    .map_err(|e| StorageError::Config(format!("blob URL {u:?}: {e}")))?;
                 if url.scheme() == "file" {
                     let _ = std::fs::create_dir_all(url.path());
                 }
@@ -42,7 +46,12 @@ impl BlobStore {
 
     /// Reads the whole object at `key`.
     pub async fn get(&self, key: &str) -> Result<Bytes> {
-        Ok(self.inner.get(&ObjectPath::from(key)).await?.bytes().await?)
+        Ok(self
+            .inner
+            .get(&ObjectPath::from(key))
+            .await?
+            .bytes()
+            .await?)
     }
 
     /// The underlying store, for streaming and ranged access.

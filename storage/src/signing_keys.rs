@@ -14,7 +14,10 @@ pub struct SigningKeyRecord {
 
 impl Db {
     /// Stores `key` unless a key of that algorithm exists, and returns the one that wins.
-    pub async fn get_or_insert_signing_key(&self, key: &SigningKeyRecord) -> Result<SigningKeyRecord> {
+    pub async fn get_or_insert_signing_key(
+        &self,
+        key: &SigningKeyRecord,
+    ) -> Result<SigningKeyRecord> {
         sqlx::query(
             "INSERT INTO signing_keys (kid, alg, secret_hex, created_at) \
              SELECT $1, $2, $3, $4 WHERE NOT EXISTS (SELECT 1 FROM signing_keys WHERE alg = $2) \

@@ -55,21 +55,30 @@ impl Db {
     /// The account with this id.
     pub async fn user_by_id(&self, id: i64) -> Result<Option<UserRecord>> {
         let sql = format!("SELECT {COLUMNS} FROM users WHERE id = $1");
-        let row = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(id).fetch_optional(&self.pool).await?;
+        let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
         row.as_ref().map(user_from_row).transpose()
     }
 
     /// The account with this (already normalised) email.
     pub async fn user_by_email(&self, email: &str) -> Result<Option<UserRecord>> {
         let sql = format!("SELECT {COLUMNS} FROM users WHERE email = $1");
-        let row = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(email).fetch_optional(&self.pool).await?;
+        let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(email)
+            .fetch_optional(&self.pool)
+            .await?;
         row.as_ref().map(user_from_row).transpose()
     }
 
     /// The account with this username.
     pub async fn user_by_username(&self, name: &str) -> Result<Option<UserRecord>> {
         let sql = format!("SELECT {COLUMNS} FROM users WHERE username = $1");
-        let row = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(name).fetch_optional(&self.pool).await?;
+        let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(name)
+            .fetch_optional(&self.pool)
+            .await?;
         row.as_ref().map(user_from_row).transpose()
     }
 
@@ -104,7 +113,11 @@ fn user_from_row(row: &AnyRow) -> Result<UserRecord> {
         first_name: row.try_get("first_name")?,
         last_name: row.try_get("last_name")?,
         password_hash: row.try_get("password_hash")?,
-        roles: roles.split(',').filter(|r| !r.is_empty()).map(String::from).collect(),
+        roles: roles
+            .split(',')
+            .filter(|r| !r.is_empty())
+            .map(String::from)
+            .collect(),
         created_at: row.try_get("created_at")?,
         failed_logins: row.try_get("failed_logins")?,
         last_failed_at: row.try_get("last_failed_at")?,

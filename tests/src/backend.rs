@@ -23,14 +23,21 @@ fn absent(what: &str, why: &str) {
 }
 
 fn postgres_admin_url() -> String {
-    std::env::var("VEZA_TEST_POSTGRES_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
+    std::env::var("VEZA_TEST_POSTGRES_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
 }
 
 /// The NATS server for multi-instance tests, or `None` (after printing why) when absent.
 pub async fn nats_url() -> Option<String> {
-    let url = std::env::var("VEZA_TEST_NATS_URL").unwrap_or_else(|_| "nats://127.0.0.1:4222".into());
+    let url =
+        std::env::var("VEZA_TEST_NATS_URL").unwrap_or_else(|_| "nats://127.0.0.1:4222".into());
     let addr = url.trim_start_matches("nats://").to_string();
-    match tokio::time::timeout(std::time::Duration::from_secs(2), tokio::net::TcpStream::connect(&addr)).await {
+    match tokio::time::timeout(
+        std::time::Duration::from_secs(2),
+        tokio::net::TcpStream::connect(&addr),
+    )
+    .await
+    {
         Ok(Ok(_)) => Some(url),
         Ok(Err(e)) => {
             absent("NATS", &format!("{addr}: {e}"));
@@ -62,9 +69,17 @@ impl PgDatabase {
             }
         };
         let name = format!("veza_t_{}_{}", std::process::id(), unique());
-        conn.execute(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}"))).await.expect("create database");
-        let base = admin_url.rsplit_once('/').map_or(admin_url.as_str(), |(b, _)| b);
-        Some(PgDatabase { url: format!("{base}/{name}"), name, admin_url })
+        conn.execute(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+            .await
+            .expect("create database");
+        let base = admin_url
+            .rsplit_once('/')
+            .map_or(admin_url.as_str(), |(b, _)| b);
+        Some(PgDatabase {
+            url: format!("{base}/{name}"),
+            name,
+            admin_url,
+        })
     }
 
     /// Drops the database (best effort).
@@ -79,6 +94,8 @@ impl PgDatabase {
 fn unique() -> u64 {
     use std::sync::atomic::{AtomicU64, Ordering};
     static N: AtomicU64 = AtomicU64::new(0);
-    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.subsec_nanos() as u64);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos() as u64);
     nanos * 1000 + N.fetch_add(1, Ordering::Relaxed)
 }

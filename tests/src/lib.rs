@@ -186,6 +186,25 @@ impl TestServer {
         )
     }
 
+    /// The running server's database handle.
+    pub fn db(&self) -> veza_storage::Db {
+        self.server.as_ref().expect("running").db.clone()
+    }
+
+    /// Stops the server gracefully and starts a new one on the same data directory and
+    /// database (new ports), as after a restart.
+    pub async fn restart(&mut self) {
+        if let Some(s) = self.server.take() {
+            s.shutdown().await.expect("clean shutdown");
+        }
+        let server = veza_control_plane::start(self.config.clone())
+            .await
+            .expect("server restarts");
+        self.grpc_url = format!("http://{}", server.grpc_addr);
+        self.http_url = format!("http://{}", server.http_addr);
+        self.server = Some(server);
+    }
+
     /// Stops the server gracefully and drops its database.
     pub async fn stop(mut self) {
         if let Some(s) = self.server.take() {

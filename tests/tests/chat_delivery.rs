@@ -18,20 +18,40 @@ async fn shared_room(s: &TestServer, users: usize) -> (i64, Vec<String>) {
         tokens.push(t);
     }
     let mut c = ChatServiceClient::new(s.channel().await);
-    let req = CreateRoomRequest { name: "load".into(), member_ids: ids[1..].to_vec(), ..Default::default() };
-    let room = c.create_room(bearer(&tokens[0], req)).await.unwrap().into_inner().room.unwrap();
+    let req = CreateRoomRequest {
+        name: "load".into(),
+        member_ids: ids[1..].to_vec(),
+        ..Default::default()
+    };
+    let room = c
+        .create_room(bearer(&tokens[0], req))
+        .await
+        .unwrap()
+        .into_inner()
+        .room
+        .unwrap();
     (room.room_id, tokens)
 }
 
 async fn send_many(mut c: Client, token: String, room_id: i64, tag: usize, n: usize) {
     for i in 0..n {
-        let req = SendMessageRequest { room_id, content: format!("{tag}:{i}"), ..Default::default() };
+        let req = SendMessageRequest {
+            room_id,
+            content: format!("{tag}:{i}"),
+            ..Default::default()
+        };
         c.send_message(bearer(&token, req)).await.unwrap();
     }
 }
 
 /// Reads `total` messages, disconnecting after pseudo-random counts and resuming from the last id.
-async fn read_with_reconnects(c: Client, token: String, room_id: i64, total: usize, seed: u64) -> Vec<ChatMessage> {
+async fn read_with_reconnects(
+    c: Client,
+    token: String,
+    room_id: i64,
+    total: usize,
+    seed: u64,
+) -> Vec<ChatMessage> {
     let mut rng = seed | 1;
     let mut got: Vec<ChatMessage> = Vec::new();
     while got.len() < total {
@@ -42,12 +62,22 @@ async fn read_with_reconnects(c: Client, token: String, room_id: i64, total: usi
         let last = got.last().map_or(0, |m| m.message_id);
         let mut c = c.clone();
         let mut stream = c
-            .stream_messages(bearer(&token, StreamMessagesRequest { room_id, last_message_id: last }))
+            .stream_messages(bearer(
+                &token,
+                StreamMessagesRequest {
+                    room_id,
+                    last_message_id: last,
+                },
+            ))
             .await
             .unwrap()
             .into_inner();
         for _ in 0..take.min(total - got.len()) {
-            let m = tokio::time::timeout(Duration::from_secs(20), stream.next()).await.expect("no stall").unwrap().unwrap();
+            let m = tokio::time::timeout(Duration::from_secs(20), stream.next())
+                .await
+                .expect("no stall")
+                .unwrap()
+                .unwrap();
             got.push(m);
         }
     }
@@ -61,7 +91,9 @@ fn assert_exactly_once_in_order(got: &[ChatMessage], total: usize) {
 }
 
 async fn gap_free_resume_under_load(b: Backend) {
-    let Some(s) = TestServer::start(b).await else { return };
+    let Some(s) = TestServer::start(b).await else {
+        return;
+    };
     let (room_id, tokens) = shared_room(&s, 4).await;
     let (senders, per_sender, readers) = (4, 60, 4);
     let total = senders * per_sender;
@@ -69,12 +101,24 @@ async fn gap_free_resume_under_load(b: Backend) {
     let mut reading = Vec::new();
     for r in 0..readers {
         let c = ChatServiceClient::new(channel.clone());
-        reading.push(tokio::spawn(read_with_reconnects(c, tokens[r % tokens.len()].clone(), room_id, total, 0x9e37_79b9 + r as u64)));
+        reading.push(tokio::spawn(read_with_reconnects(
+            c,
+            tokens[r % tokens.len()].clone(),
+            room_id,
+            total,
+            0x9e37_79b9 + r as u64,
+        )));
     }
     let mut sending = Vec::new();
     for t in 0..senders {
         let c = ChatServiceClient::new(s.channel().await);
-        sending.push(tokio::spawn(send_many(c, tokens[t].clone(), room_id, t, per_sender)));
+        sending.push(tokio::spawn(send_many(
+            c,
+            tokens[t].clone(),
+            room_id,
+            t,
+            per_sender,
+        )));
     }
     for h in sending {
         h.await.unwrap();
@@ -85,9 +129,18 @@ async fn gap_free_resume_under_load(b: Backend) {
         for t in 0..senders {
             let mine: Vec<usize> = got
                 .iter()
-                .filter_map(|m| m.content.split_once(':').filter(|(tag, _)| *tag == t.to_string()).map(|(_, i)| i.parse().unwrap()))
+                .filter_map(|m| {
+                    m.content
+                        .split_once(':')
+                        .filter(|(tag, _)| *tag == t.to_string())
+                        .map(|(_, i)| i.parse().unwrap())
+                })
                 .collect();
-            assert_eq!(mine, (0..per_sender).collect::<Vec<_>>(), "each sender's messages in its own order");
+            assert_eq!(
+                mine,
+                (0..per_sender).collect::<Vec<_>>(),
+                "each sender's messages in its own order"
+            );
         }
     }
     s.stop().await;
@@ -97,27 +150,58 @@ on_both_backends!(gap_free_resume_under_load);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_instances_share_rooms_over_nats() {
-    let Some(nats) = veza_tests::nats_url().await else { return };
-    let Some(a) = TestServer::start_with(Backend::Postgres, |c| c.nats_url = Some(nats.clone())).await else { return };
+    let Some(nats) = veza_tests::nats_url().await else {
+        return;
+    };
+    let Some(a) =
+        TestServer::start_with(Backend::Postgres, |c| c.nats_url = Some(nats.clone())).await
+    else {
+        return;
+    };
     let b = a.sibling(|_| {}).await;
     let (room_id, tokens) = shared_room(&a, 2).await;
     let on_b = ChatServiceClient::new(b.channel().await);
     let mut bidi_client = on_b.clone();
     let mut bidi = bidi_client
-        .chat_stream(bearer(&tokens[1], futures::stream::pending::<ChatMessage>()))
+        .chat_stream(bearer(
+            &tokens[1],
+            futures::stream::pending::<ChatMessage>(),
+        ))
         .await
         .unwrap()
         .into_inner();
     let per_side = 50;
-    let reader = tokio::spawn(read_with_reconnects(on_b.clone(), tokens[1].clone(), room_id, 2 * per_side, 7));
-    let from_a = tokio::spawn(send_many(ChatServiceClient::new(a.channel().await), tokens[0].clone(), room_id, 0, per_side));
-    let from_b = tokio::spawn(send_many(on_b.clone(), tokens[1].clone(), room_id, 1, per_side));
+    let reader = tokio::spawn(read_with_reconnects(
+        on_b.clone(),
+        tokens[1].clone(),
+        room_id,
+        2 * per_side,
+        7,
+    ));
+    let from_a = tokio::spawn(send_many(
+        ChatServiceClient::new(a.channel().await),
+        tokens[0].clone(),
+        room_id,
+        0,
+        per_side,
+    ));
+    let from_b = tokio::spawn(send_many(
+        on_b.clone(),
+        tokens[1].clone(),
+        room_id,
+        1,
+        per_side,
+    ));
     from_a.await.unwrap();
     from_b.await.unwrap();
     assert_exactly_once_in_order(&reader.await.unwrap(), 2 * per_side);
     let mut pushed = Vec::new();
     while pushed.len() < 2 * per_side {
-        let m = tokio::time::timeout(Duration::from_secs(20), bidi.next()).await.expect("ChatStream on B").unwrap().unwrap();
+        let m = tokio::time::timeout(Duration::from_secs(20), bidi.next())
+            .await
+            .expect("ChatStream on B")
+            .unwrap()
+            .unwrap();
         pushed.push(m);
     }
     assert_exactly_once_in_order(&pushed, 2 * per_side);
@@ -127,26 +211,48 @@ async fn two_instances_share_rooms_over_nats() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stalled_subscriber_does_not_grow_memory() {
-    let Some(s) = TestServer::start(Backend::Sqlite).await else { return };
+    let Some(s) = TestServer::start(Backend::Sqlite).await else {
+        return;
+    };
     let (room_id, tokens) = shared_room(&s, 2).await;
     let body = "x".repeat(4000);
     // A subscriber on its own connection that never reads.
     let mut stalled_client = ChatServiceClient::new(s.channel().await);
     let _stalled = stalled_client
-        .stream_messages(bearer(&tokens[1], StreamMessagesRequest { room_id, last_message_id: 0 }))
+        .stream_messages(bearer(
+            &tokens[1],
+            StreamMessagesRequest {
+                room_id,
+                last_message_id: 0,
+            },
+        ))
         .await
         .unwrap()
         .into_inner();
     let total = 12_000usize;
-    let reader = tokio::spawn(read_with_reconnects(ChatServiceClient::new(s.channel().await), tokens[0].clone(), room_id, total, 3));
+    let reader = tokio::spawn(read_with_reconnects(
+        ChatServiceClient::new(s.channel().await),
+        tokens[0].clone(),
+        room_id,
+        total,
+        3,
+    ));
     let before = veza_control_plane::metrics::resident_bytes();
     let mut sending = Vec::new();
     for t in 0..6 {
-        let (c, token, body) = (ChatServiceClient::new(s.channel().await), tokens[t % 2].clone(), body.clone());
+        let (c, token, body) = (
+            ChatServiceClient::new(s.channel().await),
+            tokens[t % 2].clone(),
+            body.clone(),
+        );
         sending.push(tokio::spawn(async move {
             let mut c = c;
             for _ in 0..total / 6 {
-                let req = SendMessageRequest { room_id, content: body.clone(), ..Default::default() };
+                let req = SendMessageRequest {
+                    room_id,
+                    content: body.clone(),
+                    ..Default::default()
+                };
                 c.send_message(bearer(&token, req)).await.unwrap();
             }
         }));
@@ -157,6 +263,11 @@ async fn stalled_subscriber_does_not_grow_memory() {
     assert_exactly_once_in_order(&reader.await.unwrap(), total);
     let grown = veza_control_plane::metrics::resident_bytes().saturating_sub(before);
     let sent = (total * body.len()) as u64;
-    assert!(grown < sent / 2, "memory grew {} MB while {} MB went past a stalled subscriber", grown >> 20, sent >> 20);
+    assert!(
+        grown < sent / 2,
+        "memory grew {} MB while {} MB went past a stalled subscriber",
+        grown >> 20,
+        sent >> 20
+    );
     s.stop().await;
 }

@@ -7,9 +7,16 @@ use veza_tests::{Backend, TestServer};
 
 #[tokio::test]
 async fn grpc_web_over_http1() {
-    let Some(s) = TestServer::start(Backend::Sqlite).await else { return };
+    let Some(s) = TestServer::start(Backend::Sqlite).await else {
+        return;
+    };
     s.register("web@example.com", "browser password").await;
-    let msg = AuthenticateRequest { email: "web@example.com".into(), password: "browser password".into(), ..Default::default() }.encode_to_vec();
+    let msg = AuthenticateRequest {
+        email: "web@example.com".into(),
+        password: "browser password".into(),
+        ..Default::default()
+    }
+    .encode_to_vec();
     let mut body = vec![0u8];
     body.extend_from_slice(&(msg.len() as u32).to_be_bytes());
     body.extend_from_slice(&msg);
@@ -25,9 +32,17 @@ async fn grpc_web_over_http1() {
     tcp.read_to_end(&mut raw).await.unwrap();
     let text = String::from_utf8_lossy(&raw);
     assert!(text.starts_with("HTTP/1.1 200"), "{text}");
-    assert!(text.to_ascii_lowercase().contains("content-type: application/grpc-web+proto"), "{text}");
+    assert!(
+        text.to_ascii_lowercase()
+            .contains("content-type: application/grpc-web+proto"),
+        "{text}"
+    );
     let split = raw.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
-    let payload = dechunk(&raw[split..], text.to_ascii_lowercase().contains("transfer-encoding: chunked"));
+    let payload = dechunk(
+        &raw[split..],
+        text.to_ascii_lowercase()
+            .contains("transfer-encoding: chunked"),
+    );
     assert_eq!(payload[0], 0, "a data frame first");
     let len = u32::from_be_bytes(payload[1..5].try_into().unwrap()) as usize;
     let resp = AuthenticateResponse::decode(&payload[5..5 + len]).unwrap();
@@ -46,7 +61,9 @@ fn dechunk(body: &[u8], chunked: bool) -> Vec<u8> {
     let mut rest = body;
     loop {
         let line_end = rest.windows(2).position(|w| w == b"\r\n").unwrap();
-        let size = usize::from_str_radix(std::str::from_utf8(&rest[..line_end]).unwrap().trim(), 16).unwrap();
+        let size =
+            usize::from_str_radix(std::str::from_utf8(&rest[..line_end]).unwrap().trim(), 16)
+                .unwrap();
         if size == 0 {
             return out;
         }

@@ -53,7 +53,13 @@ pub struct Authenticator {
 impl Authenticator {
     /// An authenticator over these keys, revocations and database.
     pub fn new(tokens: TokenKeys, revocations: Arc<Revocations>, db: Db) -> Authenticator {
-        Authenticator { tokens, revocations, db, verified: Mutex::default(), api_keys: Mutex::default() }
+        Authenticator {
+            tokens,
+            revocations,
+            db,
+            verified: Mutex::default(),
+            api_keys: Mutex::default(),
+        }
     }
 
     /// The caller named by `headers`.
@@ -121,7 +127,10 @@ impl Authenticator {
             return Err(AuthFailure::InvalidApiKey);
         }
         let hash = hash_secret(key);
-        let cached = lock(&self.api_keys).get(&hash).filter(|(_, at)| at.elapsed() < API_KEY_TTL).cloned();
+        let cached = lock(&self.api_keys)
+            .get(&hash)
+            .filter(|(_, at)| at.elapsed() < API_KEY_TTL)
+            .cloned();
         let caller = match cached {
             Some((caller, _)) => caller,
             None => self.load_api_key(hash).await?,
@@ -133,12 +142,20 @@ impl Authenticator {
     }
 
     async fn load_api_key(&self, hash: String) -> Result<ApiKeyCaller, AuthFailure> {
-        let record = self.db.api_key_by_hash(&hash).await?.ok_or(AuthFailure::InvalidApiKey)?;
+        let record = self
+            .db
+            .api_key_by_hash(&hash)
+            .await?
+            .ok_or(AuthFailure::InvalidApiKey)?;
         if record.revoked {
             return Err(AuthFailure::ApiKeyRevoked);
         }
         let _ = self.db.touch_api_key(record.id).await;
-        let caller = ApiKeyCaller { key_id: record.id, name: record.name, scopes: record.scopes };
+        let caller = ApiKeyCaller {
+            key_id: record.id,
+            name: record.name,
+            scopes: record.scopes,
+        };
         let mut cache = lock(&self.api_keys);
         if cache.len() >= CACHE_MAX {
             cache.clear();

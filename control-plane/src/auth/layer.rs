@@ -43,7 +43,10 @@ impl<S> Layer<S> for AuthLayer {
     type Service = Authenticated<S>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        Authenticated { inner, auth: self.auth.clone() }
+        Authenticated {
+            inner,
+            auth: self.auth.clone(),
+        }
     }
 }
 

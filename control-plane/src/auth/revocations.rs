@@ -48,11 +48,15 @@ impl Revocations {
             while let Some(event) = sub.next().await {
                 let Some(this) = weak.upgrade() else { break };
                 match event {
-                    BusEvent::Message(m) => match serde_json::from_slice::<Revocation>(&m.payload) {
-                        Ok(r) => this.apply(&r),
-                        Err(e) => tracing::warn!(error = %e, "ignoring malformed revocation"),
-                    },
-                    BusEvent::Lagged(n) => tracing::error!(lost = n, "revocation subscriber lagged"),
+                    BusEvent::Message(m) => {
+                        match serde_json::from_slice::<Revocation>(&m.payload) {
+                            Ok(r) => this.apply(&r),
+                            Err(e) => tracing::warn!(error = %e, "ignoring malformed revocation"),
+                        }
+                    }
+                    BusEvent::Lagged(n) => {
+                        tracing::error!(lost = n, "revocation subscriber lagged")
+                    }
                 }
             }
         });

@@ -78,7 +78,9 @@ impl TokenKeys {
 
     /// Ed25519 keys from a 32-byte seed.
     pub fn ed25519(seed: &[u8; 32]) -> TokenKeys {
-        let public = ed25519_dalek::SigningKey::from_bytes(seed).verifying_key().to_bytes();
+        let public = ed25519_dalek::SigningKey::from_bytes(seed)
+            .verifying_key()
+            .to_bytes();
         let kid = crate::auth::secrets::hash_secret(&hex::encode(public))[..16].to_string();
         let x = URL_SAFE_NO_PAD.encode(public);
         TokenKeys {
@@ -143,13 +145,20 @@ fn pkcs8_der(seed: &[u8; 32]) -> Vec<u8> {
 /// directory's key file, else a new one. The key file is written when missing.
 async fn ed25519_seed(db: &Db, data_dir: &Path) -> anyhow::Result<[u8; 32]> {
     let path = data_dir.join(KEY_FILE);
-    let from_file = match std::fs::read(&path) {
-        Ok(der) => Some(seed_from_der(&der).ok_or_else(|| anyhow::anyhow!("{} is not an Ed25519 PKCS#8 key", path.display()))?),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
-        Err(e) => return Err(anyhow::anyhow!("reading {}: {e}", path.display())),
-    };
+    let from_file =
+        match std::fs::read(&path) {
+            Ok(der) => Some(seed_from_der(&der).ok_or_else(|| {
+                anyhow::anyhow!("{} is not an Ed25519 PKCS#8 key", path.display())
+            })?),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+            Err(e) => return Err(anyhow::anyhow!("reading {}: {e}", path.display())),
+        };
     let candidate = from_file.unwrap_or_else(crate::auth::secrets::random_bytes::<32>);
-    let record = SigningKeyRecord { kid: hex::encode(&candidate[..8]), alg: "EdDSA".into(), secret_hex: hex::encode(candidate) };
+    let record = SigningKeyRecord {
+        kid: hex::encode(&candidate[..8]),
+        alg: "EdDSA".into(),
+        secret_hex: hex::encode(candidate),
+    };
     let stored = db.get_or_insert_signing_key(&record).await?;
     let seed: [u8; 32] = hex::decode(&stored.secret_hex)?
         .try_into()

@@ -61,8 +61,21 @@ pub struct Accounts {
 
 impl Accounts {
     /// Accounts over this database, bus and authenticator.
-    pub fn new(db: Db, bus: Bus, auth: Arc<Authenticator>, access_ttl: Duration, refresh_ttl: Duration) -> Self {
-        Accounts { db, bus, auth, access_ttl, refresh_ttl, analytics: None }
+    pub fn new(
+        db: Db,
+        bus: Bus,
+        auth: Arc<Authenticator>,
+        access_ttl: Duration,
+        refresh_ttl: Duration,
+    ) -> Self {
+        Accounts {
+            db,
+            bus,
+            auth,
+            access_ttl,
+            refresh_ttl,
+            analytics: None,
+        }
     }
 
     /// Emits `login_succeeded` / `login_failed` analytics events.
@@ -94,46 +107,85 @@ impl Accounts {
         if let Some(u) = &user
             && let Err(e) = check_throttle(u)
         {
-            self.emit("login_failed", u.id, vec![("reason".into(), "throttled".into())]);
+            self.emit(
+                "login_failed",
+                u.id,
+                vec![("reason".into(), "throttled".into())],
+            );
             return Err(e);
         }
-        let ok = password::verify(pw.to_string(), user.as_ref().map(|u| u.password_hash.clone())).await?;
+        let ok = password::verify(
+            pw.to_string(),
+            user.as_ref().map(|u| u.password_hash.clone()),
+        )
+        .await?;
         let user = match user {
             Some(u) if ok => u,
             Some(u) => {
-                self.emit("login_failed", u.id, vec![("reason".into(), "bad_password".into())]);
+                self.emit(
+                    "login_failed",
+                    u.id,
+                    vec![("reason".into(), "bad_password".into())],
+                );
                 self.db.record_failed_login(u.id).await?;
                 return Err(bad_login());
             }
             None => {
-                self.emit("login_failed", 0, vec![("reason".into(), "unknown_account".into())]);
+                self.emit(
+                    "login_failed",
+                    0,
+                    vec![("reason".into(), "unknown_account".into())],
+                );
                 return Err(bad_login());
             }
         };
         self.db.reset_failed_logins(user.id).await?;
         let refresh = secrets::random_token();
-        let new = NewSession { user_id: user.id, device_id: &device_id, ip_address: &ip, expires_at: self.refresh_expiry() };
-        let session = self.db.create_session(&new, &secrets::hash_secret(&refresh)).await?;
+        let new = NewSession {
+            user_id: user.id,
+            device_id: &device_id,
+            ip_address: &ip,
+            expires_at: self.refresh_expiry(),
+        };
+        let session = self
+            .db
+            .create_session(&new, &secrets::hash_secret(&refresh))
+            .await?;
         self.publish_session("created", &session).await;
-        self.emit("login_succeeded", user.id, vec![("session_id".into(), session.id.to_string())]);
+        self.emit(
+            "login_succeeded",
+            user.id,
+            vec![("session_id".into(), session.id.to_string())],
+        );
         self.tokens_for(user, &session, refresh)
     }
 
     /// Rotates a refresh token; reuse of a spent one revokes its session.
     pub async fn refresh(&self, refresh_token: &str) -> Result<Tokens> {
         if refresh_token.is_empty() || refresh_token.len() > 256 {
-            return Err(DomainError::invalid("refresh_token", "must be 1 to 256 bytes"));
+            return Err(DomainError::invalid(
+                "refresh_token",
+                "must be 1 to 256 bytes",
+            ));
         }
         let next = secrets::random_token();
         let used = self
             .db
-            .use_refresh_token(&secrets::hash_secret(refresh_token), &secrets::hash_secret(&next), self.refresh_expiry())
+            .use_refresh_token(
+                &secrets::hash_secret(refresh_token),
+                &secrets::hash_secret(&next),
+                self.refresh_expiry(),
+            )
             .await?;
         match used {
-            RefreshUse::Invalid => Err(DomainError::Unauthenticated("invalid or expired refresh token".into())),
+            RefreshUse::Invalid => Err(DomainError::Unauthenticated(
+                "invalid or expired refresh token".into(),
+            )),
             RefreshUse::Reused(session) => {
                 self.revoked_session(&session).await;
-                Err(DomainError::Unauthenticated("refresh token reuse detected: the session is revoked".into()))
+                Err(DomainError::Unauthenticated(
+                    "refresh token reuse detected: the session is revoked".into(),
+                ))
             }
             RefreshUse::Rotated(session) => {
                 let user = self.db.user_by_id(session.user_id).await?.ok_or_else(|| {
@@ -157,7 +209,11 @@ impl Accounts {
         {
             return self.revoke_access(caller, claims).await;
         }
-        if let Some(session) = self.db.session_of_refresh_token(&secrets::hash_secret(token)).await? {
+        if let Some(session) = self
+            .db
+            .session_of_refresh_token(&secrets::hash_secret(token))
+            .await?
+        {
             if !caller.may_act_for(session.user_id) {
                 return Err(DomainError::denied("not your token"));
             }
@@ -174,13 +230,18 @@ impl Accounts {
             return Err(DomainError::denied("not your token"));
         }
         self.db.revoke_jti(&claims.jti, claims.exp * 1000).await?;
-        self.auth.revocations.publish(&self.bus, Revocation::Token(claims.jti)).await;
+        self.auth
+            .revocations
+            .publish(&self.bus, Revocation::Token(claims.jti))
+            .await;
         Ok(())
     }
 
     /// Checks a token on behalf of a caller: `None` when it is not valid now.
     pub async fn validate(&self, token: &str) -> Result<Option<(UserRecord, i64, i64)>> {
-        let Ok(user) = self.auth.user_from_token(token) else { return Ok(None) };
+        let Ok(user) = self.auth.user_from_token(token) else {
+            return Ok(None);
+        };
         let record = self.db.user_by_id(user.user_id).await?;
         Ok(record.map(|r| (r, user.exp, user.session_id)))
     }
@@ -191,7 +252,10 @@ impl Accounts {
         if !caller.may_act_for(id) && !caller.has_scope("users:read") {
             return Err(DomainError::denied("you may only read your own user info"));
         }
-        self.db.user_by_id(id).await?.ok_or_else(|| DomainError::NotFound(format!("user {id} not found")))
+        self.db
+            .user_by_id(id)
+            .await?
+            .ok_or_else(|| DomainError::NotFound(format!("user {id} not found")))
     }
 
     /// The user's current sessions, then every change as it happens.
@@ -207,9 +271,16 @@ impl Accounts {
         if self.db.user_by_id(id).await?.is_none() {
             return Err(DomainError::NotFound(format!("user {id} not found")));
         }
-        let live = self.bus.subscribe(&session_subject(id)).await.map_err(anyhow::Error::from)?;
+        let live = self
+            .bus
+            .subscribe(&session_subject(id))
+            .await
+            .map_err(anyhow::Error::from)?;
         let current = self.db.sessions_of_user(id).await?;
-        let snapshot = current.into_iter().map(|session| SessionEvent { event: "current".into(), session });
+        let snapshot = current.into_iter().map(|session| SessionEvent {
+            event: "current".into(),
+            session,
+        });
         let live = live.filter_map(|e| async move {
             match e {
                 BusEvent::Message(m) => serde_json::from_slice::<SessionEvent>(&m.payload).ok(),
@@ -231,7 +302,12 @@ impl Accounts {
         &self.auth
     }
 
-    fn tokens_for(&self, user: UserRecord, session: &SessionRecord, refresh: String) -> Result<Tokens> {
+    fn tokens_for(
+        &self,
+        user: UserRecord,
+        session: &SessionRecord,
+        refresh: String,
+    ) -> Result<Tokens> {
         let now = now_ms() / 1000;
         let claims = Claims {
             sub: user.id.to_string(),
@@ -244,7 +320,12 @@ impl Accounts {
             iss: crate::auth::ISSUER.into(),
         };
         let access_token = self.auth.tokens.issue(&claims)?;
-        Ok(Tokens { access_token, refresh_token: refresh, expires_in: self.access_ttl.as_secs() as i32, user })
+        Ok(Tokens {
+            access_token,
+            refresh_token: refresh,
+            expires_in: self.access_ttl.as_secs() as i32,
+            user,
+        })
     }
 
     fn refresh_expiry(&self) -> i64 {
@@ -252,16 +333,25 @@ impl Accounts {
     }
 
     async fn revoked_session(&self, session: &SessionRecord) {
-        self.auth.revocations.publish(&self.bus, Revocation::Session(session.id)).await;
+        self.auth
+            .revocations
+            .publish(&self.bus, Revocation::Session(session.id))
+            .await;
         let mut s = session.clone();
         s.revoked = true;
         self.publish_session("revoked", &s).await;
     }
 
     async fn publish_session(&self, event: &str, session: &SessionRecord) {
-        let e = SessionEvent { event: event.into(), session: session.clone() };
+        let e = SessionEvent {
+            event: event.into(),
+            session: session.clone(),
+        };
         if let Ok(payload) = serde_json::to_vec(&e)
-            && let Err(err) = self.bus.publish(session_subject(session.user_id), payload.into()).await
+            && let Err(err) = self
+                .bus
+                .publish(session_subject(session.user_id), payload.into())
+                .await
         {
             tracing::error!(error = %err, "publishing a session event");
         }
@@ -280,14 +370,23 @@ pub async fn create_account(db: &Db, a: NewAccount) -> Result<UserRecord> {
     let first = validate::text("first_name", &a.first_name, 100)?;
     let last = validate::text("last_name", &a.last_name, 100)?;
     if db.user_by_email(&email).await?.is_some() {
-        return Err(DomainError::AlreadyExists { field: "email".into() });
+        return Err(DomainError::AlreadyExists {
+            field: "email".into(),
+        });
     }
     let hash = password::hash(a.password).await?;
     let mut roles = vec!["user".to_string()];
     if a.admin {
         roles.push("admin".into());
     }
-    let new = NewUser { email: &email, username: &username, first_name: &first, last_name: &last, password_hash: &hash, roles: &roles };
+    let new = NewUser {
+        email: &email,
+        username: &username,
+        first_name: &first,
+        last_name: &last,
+        password_hash: &hash,
+        roles: &roles,
+    };
     Ok(db.create_user(&new).await?)
 }
 
@@ -313,7 +412,10 @@ fn check_throttle(u: &UserRecord) -> Result<()> {
 fn target_user(caller: &Caller, user_id: i64) -> Result<i64> {
     match (user_id, caller.user_id()) {
         (0, Some(me)) => Ok(me),
-        (0, None) => Err(DomainError::invalid("user_id", "required when calling with an API key")),
+        (0, None) => Err(DomainError::invalid(
+            "user_id",
+            "required when calling with an API key",
+        )),
         (id, _) if id < 0 => Err(DomainError::invalid("user_id", "must be positive")),
         (id, _) => Ok(id),
     }

@@ -29,7 +29,10 @@ pub enum DomainError {
 impl DomainError {
     /// A bad field.
     pub fn invalid(field: &'static str, reason: impl Into<String>) -> DomainError {
-        DomainError::InvalidArgument { field, reason: reason.into() }
+        DomainError::InvalidArgument {
+            field,
+            reason: reason.into(),
+        }
     }
 
     /// Caller lacks the right.

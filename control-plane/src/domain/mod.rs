@@ -6,10 +6,12 @@ pub mod analytics;
 mod api_keys;
 pub mod chat;
 mod error;
+pub mod media;
 pub mod notify;
 pub mod validate;
 
 pub use accounts::{Accounts, NewAccount, SessionEvent, Tokens, create_account};
 pub use analytics::Analytics;
 pub use error::DomainError;
+pub use media::Media;
 pub use notify::Notifier;

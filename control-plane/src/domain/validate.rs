@@ -12,11 +12,17 @@ pub fn email(raw: &str) -> Result<String> {
         return Err(DomainError::invalid("email", "must not be empty"));
     }
     if e.len() > EMAIL_MAX {
-        return Err(DomainError::invalid("email", format!("longer than {EMAIL_MAX} bytes")));
+        return Err(DomainError::invalid(
+            "email",
+            format!("longer than {EMAIL_MAX} bytes"),
+        ));
     }
     let valid = match e.split_once('@') {
         Some((local, domain)) => {
-            !local.is_empty() && !domain.is_empty() && !domain.contains('@') && !e.chars().any(char::is_whitespace)
+            !local.is_empty()
+                && !domain.is_empty()
+                && !domain.contains('@')
+                && !e.chars().any(char::is_whitespace)
         }
         None => false,
     };
@@ -30,10 +36,16 @@ pub fn email(raw: &str) -> Result<String> {
 pub fn password(p: &str) -> Result<()> {
     let n = p.chars().count();
     if n < 8 {
-        return Err(DomainError::invalid("password", "must be at least 8 characters"));
+        return Err(DomainError::invalid(
+            "password",
+            "must be at least 8 characters",
+        ));
     }
     if p.len() > 1024 || n > 128 {
-        return Err(DomainError::invalid("password", "must be at most 128 characters"));
+        return Err(DomainError::invalid(
+            "password",
+            "must be at most 128 characters",
+        ));
     }
     Ok(())
 }
@@ -42,10 +54,19 @@ pub fn password(p: &str) -> Result<()> {
 pub fn username(u: &str) -> Result<String> {
     let u = u.trim();
     if !(3..=32).contains(&u.len()) {
-        return Err(DomainError::invalid("username", "must be 3 to 32 characters"));
+        return Err(DomainError::invalid(
+            "username",
+            "must be 3 to 32 characters",
+        ));
     }
-    if !u.chars().all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c)) {
-        return Err(DomainError::invalid("username", "may contain only letters, digits, '_', '.' and '-'"));
+    if !u
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c))
+    {
+        return Err(DomainError::invalid(
+            "username",
+            "may contain only letters, digits, '_', '.' and '-'",
+        ));
     }
     Ok(u.to_string())
 }
@@ -53,7 +74,10 @@ pub fn username(u: &str) -> Result<String> {
 /// A free-text field of at most `max` characters.
 pub fn text(field: &'static str, value: &str, max: usize) -> Result<String> {
     if value.len() > max * 4 || value.chars().count() > max {
-        return Err(DomainError::invalid(field, format!("must be at most {max} characters")));
+        return Err(DomainError::invalid(
+            field,
+            format!("must be at most {max} characters"),
+        ));
     }
     Ok(value.trim().to_string())
 }
@@ -68,7 +92,11 @@ pub fn username_from_email(email: &str) -> String {
         .filter(|c| c.is_ascii_alphanumeric() || "_.-".contains(*c))
         .take(24)
         .collect();
-    if local.len() >= 3 { local } else { format!("user-{local}") }
+    if local.len() >= 3 {
+        local
+    } else {
+        format!("user-{local}")
+    }
 }
 
 #[cfg(test)]
@@ -78,7 +106,10 @@ mod tests {
     #[test]
     fn checks_name_the_field() {
         assert_eq!(email(" A@B.io ").unwrap(), "a@b.io");
-        assert!(matches!(email(""), Err(DomainError::InvalidArgument { field: "email", .. })));
+        assert!(matches!(
+            email(""),
+            Err(DomainError::InvalidArgument { field: "email", .. })
+        ));
         assert!(email("nope").is_err());
         assert!(email(&"x".repeat(300)).is_err());
         assert!(password("short").is_err());

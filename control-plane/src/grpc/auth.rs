@@ -28,11 +28,21 @@ impl AuthApi {
 
 #[tonic::async_trait]
 impl AuthService for AuthApi {
-    async fn authenticate(&self, req: Request<pb::AuthenticateRequest>) -> Result<Response<pb::AuthenticateResponse>, Status> {
+    async fn authenticate(
+        &self,
+        req: Request<pb::AuthenticateRequest>,
+    ) -> Result<Response<pb::AuthenticateResponse>, Status> {
         let ip = peer_ip(&req);
         let r = req.into_inner();
-        let ip = if r.ip_address.is_empty() { ip } else { r.ip_address };
-        let t = self.accounts.login(&r.email, &r.password, &r.device_id, &ip).await?;
+        let ip = if r.ip_address.is_empty() {
+            ip
+        } else {
+            r.ip_address
+        };
+        let t = self
+            .accounts
+            .login(&r.email, &r.password, &r.device_id, &ip)
+            .await?;
         Ok(Response::new(pb::AuthenticateResponse {
             success: true,
             access_token: t.access_token,
@@ -42,7 +52,10 @@ impl AuthService for AuthApi {
         }))
     }
 
-    async fn validate_token(&self, req: Request<pb::ValidateTokenRequest>) -> Result<Response<pb::ValidateTokenResponse>, Status> {
+    async fn validate_token(
+        &self,
+        req: Request<pb::ValidateTokenRequest>,
+    ) -> Result<Response<pb::ValidateTokenResponse>, Status> {
         caller(&req)?;
         let checked = self.accounts.validate(&req.into_inner().token).await?;
         Ok(Response::new(match checked {
@@ -56,8 +69,14 @@ impl AuthService for AuthApi {
         }))
     }
 
-    async fn refresh_token(&self, req: Request<pb::RefreshTokenRequest>) -> Result<Response<pb::RefreshTokenResponse>, Status> {
-        let t = self.accounts.refresh(&req.into_inner().refresh_token).await?;
+    async fn refresh_token(
+        &self,
+        req: Request<pb::RefreshTokenRequest>,
+    ) -> Result<Response<pb::RefreshTokenResponse>, Status> {
+        let t = self
+            .accounts
+            .refresh(&req.into_inner().refresh_token)
+            .await?;
         Ok(Response::new(pb::RefreshTokenResponse {
             access_token: t.access_token,
             refresh_token: t.refresh_token,
@@ -66,17 +85,30 @@ impl AuthService for AuthApi {
         }))
     }
 
-    async fn revoke_token(&self, req: Request<pb::RevokeTokenRequest>) -> Result<Response<pb::RevokeTokenResponse>, Status> {
+    async fn revoke_token(
+        &self,
+        req: Request<pb::RevokeTokenRequest>,
+    ) -> Result<Response<pb::RevokeTokenResponse>, Status> {
         let who = caller(&req)?;
         let r = req.into_inner();
-        self.accounts.revoke(&who, &r.token, &r.token_type_hint).await?;
+        self.accounts
+            .revoke(&who, &r.token, &r.token_type_hint)
+            .await?;
         Ok(Response::new(pb::RevokeTokenResponse { success: true }))
     }
 
-    async fn get_user_info(&self, req: Request<pb::GetUserInfoRequest>) -> Result<Response<pb::GetUserInfoResponse>, Status> {
+    async fn get_user_info(
+        &self,
+        req: Request<pb::GetUserInfoRequest>,
+    ) -> Result<Response<pb::GetUserInfoResponse>, Status> {
         let who = caller(&req)?;
-        let user = self.accounts.user_info(&who, req.into_inner().user_id).await?;
-        Ok(Response::new(pb::GetUserInfoResponse { user_info: Some(user_info(&user)) }))
+        let user = self
+            .accounts
+            .user_info(&who, req.into_inner().user_id)
+            .await?;
+        Ok(Response::new(pb::GetUserInfoResponse {
+            user_info: Some(user_info(&user)),
+        }))
     }
 
     async fn stream_user_sessions(
@@ -84,12 +116,18 @@ impl AuthService for AuthApi {
         req: Request<pb::StreamUserSessionsRequest>,
     ) -> Result<Response<BoxStream<pb::UserSession>>, Status> {
         let who = caller(&req)?;
-        let events = self.accounts.session_events(&who, req.into_inner().user_id).await?;
+        let events = self
+            .accounts
+            .session_events(&who, req.into_inner().user_id)
+            .await?;
         let stream = events.map(|e| Ok(user_session(e)));
         Ok(Response::new(guard(stream, self.shutdown.clone())))
     }
 
-    async fn register(&self, req: Request<pb::RegisterRequest>) -> Result<Response<pb::RegisterResponse>, Status> {
+    async fn register(
+        &self,
+        req: Request<pb::RegisterRequest>,
+    ) -> Result<Response<pb::RegisterResponse>, Status> {
         let r = req.into_inner();
         let account = NewAccount {
             email: r.email,
@@ -100,25 +138,51 @@ impl AuthService for AuthApi {
             admin: false,
         };
         let user = self.accounts.register(account).await?;
-        Ok(Response::new(pb::RegisterResponse { user_info: Some(user_info(&user)), success: true }))
+        Ok(Response::new(pb::RegisterResponse {
+            user_info: Some(user_info(&user)),
+            success: true,
+        }))
     }
 
-    async fn create_api_key(&self, req: Request<pb::CreateApiKeyRequest>) -> Result<Response<pb::CreateApiKeyResponse>, Status> {
+    async fn create_api_key(
+        &self,
+        req: Request<pb::CreateApiKeyRequest>,
+    ) -> Result<Response<pb::CreateApiKeyResponse>, Status> {
         let who = caller(&req)?;
         let r = req.into_inner();
-        let (key, record) = self.accounts.create_api_key(Some(&who), &r.name, &r.scopes).await?;
-        Ok(Response::new(pb::CreateApiKeyResponse { success: true, api_key: key, info: Some(api_key_info(record)) }))
+        let (key, record) = self
+            .accounts
+            .create_api_key(Some(&who), &r.name, &r.scopes)
+            .await?;
+        Ok(Response::new(pb::CreateApiKeyResponse {
+            success: true,
+            api_key: key,
+            info: Some(api_key_info(record)),
+        }))
     }
 
-    async fn list_api_keys(&self, req: Request<pb::ListApiKeysRequest>) -> Result<Response<pb::ListApiKeysResponse>, Status> {
+    async fn list_api_keys(
+        &self,
+        req: Request<pb::ListApiKeysRequest>,
+    ) -> Result<Response<pb::ListApiKeysResponse>, Status> {
         let who = caller(&req)?;
-        let keys = self.accounts.list_api_keys(Some(&who), req.into_inner().include_revoked).await?;
-        Ok(Response::new(pb::ListApiKeysResponse { api_keys: keys.into_iter().map(api_key_info).collect() }))
+        let keys = self
+            .accounts
+            .list_api_keys(Some(&who), req.into_inner().include_revoked)
+            .await?;
+        Ok(Response::new(pb::ListApiKeysResponse {
+            api_keys: keys.into_iter().map(api_key_info).collect(),
+        }))
     }
 
-    async fn revoke_api_key(&self, req: Request<pb::RevokeApiKeyRequest>) -> Result<Response<pb::RevokeApiKeyResponse>, Status> {
+    async fn revoke_api_key(
+        &self,
+        req: Request<pb::RevokeApiKeyRequest>,
+    ) -> Result<Response<pb::RevokeApiKeyResponse>, Status> {
         let who = caller(&req)?;
-        self.accounts.revoke_api_key(Some(&who), req.into_inner().key_id).await?;
+        self.accounts
+            .revoke_api_key(Some(&who), req.into_inner().key_id)
+            .await?;
         Ok(Response::new(pb::RevokeApiKeyResponse { success: true }))
     }
 }

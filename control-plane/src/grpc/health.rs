@@ -26,11 +26,17 @@ impl DrainingHealth {
 impl Health for DrainingHealth {
     type WatchStream = BoxStream<HealthCheckResponse>;
 
-    async fn check(&self, req: Request<HealthCheckRequest>) -> Result<Response<HealthCheckResponse>, Status> {
+    async fn check(
+        &self,
+        req: Request<HealthCheckRequest>,
+    ) -> Result<Response<HealthCheckResponse>, Status> {
         self.inner.check(req).await
     }
 
-    async fn watch(&self, req: Request<HealthCheckRequest>) -> Result<Response<Self::WatchStream>, Status> {
+    async fn watch(
+        &self,
+        req: Request<HealthCheckRequest>,
+    ) -> Result<Response<Self::WatchStream>, Status> {
         let stream = self.inner.watch(req).await?.into_inner();
         Ok(Response::new(guard(stream, self.shutdown.clone())))
     }

@@ -8,7 +8,7 @@ pub mod health;
 pub mod metrics_layer;
 pub mod notification;
 pub mod status;
-pub mod stubs;
+pub mod stream;
 
 use tonic::{Request, Status};
 

@@ -16,7 +16,9 @@ impl From<DomainError> for Status {
                 ErrorDetails::with_bad_request_violation(field, reason),
             ),
             DomainError::NotFound(m) => Status::not_found(m),
-            DomainError::AlreadyExists { field } => Status::already_exists(format!("{field} already exists")),
+            DomainError::AlreadyExists { field } => {
+                Status::already_exists(format!("{field} already exists"))
+            }
             DomainError::FailedPrecondition(m) => Status::failed_precondition(m),
             DomainError::ResourceExhausted(m) => Status::resource_exhausted(m),
             DomainError::Unavailable(m) => Status::unavailable(m),

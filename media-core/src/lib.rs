@@ -13,6 +13,7 @@ pub mod ogg;
 pub mod opus_in;
 pub mod pcm;
 pub mod pipeline;
+mod pool;
 pub mod probe;
 pub mod resample;
 pub mod source;

@@ -1,7 +1,6 @@
 //! Full ingest in one pass: decode → waveform → resample → N Opus renditions → Ogg + seek index.
 
 use std::sync::Arc;
-use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -12,6 +11,7 @@ use crate::encode::{DEFAULT_COMPLEXITY, EncoderSettings, OpusEncoder};
 use crate::error::{MediaError, Result};
 use crate::index::SeekIndex;
 use crate::ogg::OggOpusMuxer;
+use crate::pool::LanePool;
 use crate::probe::{ProbeInfo, Tags};
 use crate::resample::{INGEST_CHUNK, Resampler};
 use crate::source::Source;
@@ -19,7 +19,7 @@ use crate::waveform::{Waveform, WaveformBuilder, WaveformOptions};
 
 /// 48 kHz frames handed to the encoders at a time.
 const BATCH_FRAMES: usize = 24_000;
-/// Batches queued per encoder thread (bounds memory).
+/// Batches queued per rendition (bounds memory).
 const QUEUE: usize = 4;
 
 /// What to produce from a source.
@@ -240,16 +240,11 @@ impl Lane {
 
 /// What an encoder lane hands back: the rendition, its busy time, and frames encoded.
 type LaneResult = Result<(Rendition, Duration, u64)>;
-/// A lane on its own thread: its input queue and its handle.
-type Worker = (
-    SyncSender<Arc<Vec<f32>>>,
-    std::thread::JoinHandle<LaneResult>,
-);
 
-/// The renditions, inline or one thread each.
+/// The renditions, inline or on a pool of one thread per core.
 enum Encoders {
     Inline(Vec<Lane>),
-    Threads(Vec<Worker>),
+    Pool(LanePool<Lane>),
 }
 
 impl Encoders {
@@ -263,17 +258,16 @@ impl Encoders {
         if !opts.parallel || lanes.len() == 1 {
             return Ok(Encoders::Inline(lanes));
         }
-        let workers = lanes
-            .into_iter()
-            .map(|lane| {
-                let (tx, rx) = sync_channel(QUEUE);
-                (tx, std::thread::spawn(move || run_lane(lane, rx)))
-            })
-            .collect();
-        Ok(Encoders::Threads(workers))
+        let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+        let threads = cores.min(lanes.len());
+        Ok(Encoders::Pool(LanePool::start(
+            lanes,
+            threads,
+            |lane, pcm| lane.push(pcm),
+        )))
     }
 
-    /// Hands a batch to every lane; threads share it without copying.
+    /// Hands a batch to every lane; pool threads share it without copying.
     fn push(&mut self, pcm: &mut Vec<f32>) -> Result<()> {
         match self {
             Encoders::Inline(lanes) => {
@@ -281,46 +275,27 @@ impl Encoders {
                 pcm.clear();
                 Ok(())
             }
-            Encoders::Threads(workers) => {
+            Encoders::Pool(pool) => {
                 let capacity = pcm.capacity();
                 let shared = Arc::new(std::mem::replace(pcm, Vec::with_capacity(capacity)));
-                for (tx, _) in workers.iter() {
-                    // A closed channel means the worker failed; its error surfaces in finish().
-                    let _ = tx.send(Arc::clone(&shared));
-                }
-                Ok(())
+                pool.push(shared, QUEUE)
             }
         }
     }
 
     fn finish(self) -> Result<(Vec<Rendition>, Duration, u64)> {
-        let results: Vec<LaneResult> = match self {
-            Encoders::Inline(lanes) => lanes.into_iter().map(Lane::finish).collect(),
-            Encoders::Threads(workers) => workers
-                .into_iter()
-                .map(|(tx, handle)| {
-                    drop(tx);
-                    handle
-                        .join()
-                        .map_err(|_| MediaError::Codec("encoder thread panicked".into()))?
-                })
-                .collect(),
+        let lanes = match self {
+            Encoders::Inline(lanes) => lanes,
+            Encoders::Pool(pool) => pool.finish()?,
         };
-        let mut out = Vec::with_capacity(results.len());
+        let mut out = Vec::with_capacity(lanes.len());
         let (mut busy, mut frames) = (Duration::ZERO, 0);
-        for r in results {
-            let (rendition, t, f) = r?;
+        for lane in lanes {
+            let (rendition, t, f) = lane.finish()?;
             busy += t;
             frames = f;
             out.push(rendition);
         }
         Ok((out, busy, frames))
     }
-}
-
-fn run_lane(mut lane: Lane, rx: Receiver<Arc<Vec<f32>>>) -> LaneResult {
-    for batch in rx {
-        lane.push(&batch)?;
-    }
-    lane.finish()
 }

@@ -105,13 +105,21 @@ pub fn parse_pages(data: &[u8]) -> Option<Vec<PageInfo>> {
 /// Packet bodies of one page, split by its lacing values (packets continued across pages are
 /// not reassembled: the muxer never writes them).
 pub fn page_packets(data: &[u8], page: &PageInfo) -> Vec<std::ops::Range<usize>> {
-    let nseg = usize::from(data[page.offset + 26]);
-    let table = &data[page.offset + 27..page.offset + 27 + nseg];
+    let Some(&nseg) = data.get(page.offset + 26) else {
+        return Vec::new();
+    };
+    let nseg = usize::from(nseg);
+    let Some(table) = data.get(page.offset + 27..page.offset + 27 + nseg) else {
+        return Vec::new();
+    };
     let mut start = page.offset + 27 + nseg;
     let mut end = start;
     let mut out = Vec::new();
     for &lace in table {
         end += usize::from(lace);
+        if end > data.len() {
+            break;
+        }
         if lace < 255 {
             out.push(start..end);
             start = end;

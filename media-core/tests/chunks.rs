@@ -121,3 +121,18 @@ fn pcm_from_a_rendition_has_the_full_length_and_seeks() {
     let total: usize = from.iter().map(|c| c.data.len()).sum();
     assert_eq!(total, 48_000 * 3 / 2 * 4);
 }
+
+#[test]
+fn a_bogus_index_never_panics_the_chunker() {
+    let r = rendition(1.0);
+    let mut bogus = (*r.index).clone();
+    bogus.header_len = u64::MAX;
+    for (i, p) in bogus.pages.iter_mut().enumerate() {
+        p.offset = if i % 2 == 0 { u64::MAX - i as u64 } else { 3 };
+    }
+    let bogus = Arc::new(bogus);
+    for start_ms in [0, 500, 10_000] {
+        let n = Chunker::new(r.data.clone(), Arc::clone(&bogus), start_ms, 200).count();
+        assert!(n >= 1);
+    }
+}

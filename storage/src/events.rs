@@ -47,8 +47,12 @@ pub struct BucketRow {
 }
 
 /// Rows per multi-row `INSERT` (the remainder goes in power-of-two chunks, so only a handful of
-/// distinct statements are ever prepared).
-const CHUNK: usize = 256;
+/// distinct statements are ever prepared). Kept small: SQLite looks bind parameters up by name
+/// in a linear list, so the cost of binding grows with the square of the parameter count.
+const CHUNK: usize = 64;
+
+/// One hour in ms: the granularity of the `hour` column.
+const HOUR_MS: i64 = 3_600_000;
 
 fn chunks(n: usize) -> Vec<usize> {
     let mut out = vec![CHUNK; n / CHUNK];
@@ -102,8 +106,8 @@ impl Db {
         let mut at = 0;
         for n in chunks(events.len()) {
             let sql = format!(
-                "INSERT INTO events (id, event_type, user_id, ts, source) VALUES {}",
-                values(n, 5)
+                "INSERT INTO events (id, event_type, user_id, ts, hour, source) VALUES {}",
+                values(n, 6)
             );
             let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
             for e in &events[at..at + n] {
@@ -112,6 +116,7 @@ impl Db {
                     .bind(e.event_type.as_str())
                     .bind(e.user_id)
                     .bind(e.ts)
+                    .bind(e.ts.div_euclid(HOUR_MS))
                     .bind(e.source.as_str());
             }
             q.execute(&mut *tx).await?;
@@ -143,32 +148,56 @@ impl Db {
     }
 
     /// Counts and distinct users per time bucket (and group), computed in SQL.
+    ///
+    /// Ungrouped hourly buckets starting on the hour group by the `hour` column, which the index
+    /// `(event_type, hour, user_id, ts)` delivers in order: no sort, and the distinct users of
+    /// each hour arrive sorted. Everything else buckets with `(ts - from) / interval` in two
+    /// levels (per bucket, group and user, then per bucket and group); the index still narrows
+    /// the scan to the hours of the range.
     pub async fn event_buckets(&self, q: &BucketQuery<'_>) -> Result<Vec<BucketRow>> {
-        let (join, group) = match q.group_by {
-            Some(_) => (
-                "LEFT JOIN event_properties p ON p.event_id = e.id AND p.key = $5",
-                "COALESCE(p.value, '')",
-            ),
-            None => ("", "''"),
-        };
-        // Inner level: one row per (bucket, group, user); outer: counts per (bucket, group).
-        // Cheaper than COUNT(DISTINCT) on both engines.
-        let sql = format!(
-            "SELECT b, g, CAST(SUM(c) AS BIGINT) AS c, CAST(SUM(CASE WHEN u <> 0 THEN 1 ELSE 0 END) AS BIGINT) AS u FROM (\
-               SELECT (e.ts - $1) / $2 AS b, {group} AS g, e.user_id AS u, COUNT(*) AS c \
-               FROM events e {join} \
-               WHERE e.event_type = $3 AND e.ts >= $1 AND e.ts < $4 \
-               GROUP BY b, g, u\
-             ) t GROUP BY b, g ORDER BY b, g"
-        );
-        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql))
-            .bind(q.from)
-            .bind(q.interval_ms)
+        let first_hour = q.from.div_euclid(HOUR_MS);
+        let end_hour = (q.to - 1).div_euclid(HOUR_MS) + 1;
+        let hourly =
+            q.group_by.is_none() && q.interval_ms == HOUR_MS && q.from.rem_euclid(HOUR_MS) == 0;
+        let query = if hourly {
+            sqlx::query(
+                "SELECT hour - $1 AS b, '' AS g, COUNT(*) AS c, \
+                   COUNT(DISTINCT CASE WHEN user_id <> 0 THEN user_id END) AS u \
+                 FROM events WHERE event_type = $2 AND hour >= $1 AND hour < $3 AND ts < $4 \
+                 GROUP BY hour ORDER BY hour",
+            )
+            .bind(first_hour)
             .bind(q.event_type)
-            .bind(q.to);
-        if let Some(key) = q.group_by {
-            query = query.bind(key);
-        }
+            .bind(end_hour)
+            .bind(q.to)
+        } else {
+            let (join, group) = match q.group_by {
+                Some(_) => (
+                    "LEFT JOIN event_properties p ON p.event_id = e.id AND p.key = $7",
+                    "COALESCE(p.value, '')",
+                ),
+                None => ("", "''"),
+            };
+            let sql = format!(
+                "SELECT b, g, CAST(SUM(c) AS BIGINT) AS c, CAST(SUM(CASE WHEN u <> 0 THEN 1 ELSE 0 END) AS BIGINT) AS u FROM (\
+                   SELECT (e.ts - $1) / $2 AS b, {group} AS g, e.user_id AS u, COUNT(*) AS c \
+                   FROM events e {join} \
+                   WHERE e.event_type = $3 AND e.hour >= $5 AND e.hour < $6 AND e.ts >= $1 AND e.ts < $4 \
+                   GROUP BY b, g, u\
+                 ) t GROUP BY b, g ORDER BY b, g"
+            );
+            let query = sqlx::query(sqlx::AssertSqlSafe(sql))
+                .bind(q.from)
+                .bind(q.interval_ms)
+                .bind(q.event_type)
+                .bind(q.to)
+                .bind(first_hour)
+                .bind(end_hour);
+            match q.group_by {
+                Some(key) => query.bind(key),
+                None => query,
+            }
+        };
         let rows = query.fetch_all(&self.pool).await?;
         rows.iter()
             .map(|r| {

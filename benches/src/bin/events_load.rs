@@ -60,6 +60,15 @@ async fn written(client: &mut AnalyticsServiceClient<Channel>, token: &str) -> a
     Ok(m.metrics.first().map_or(0.0, |m| m.value))
 }
 
+/// CPU seconds (user + system) this process has used, from /proc (0 where unavailable).
+fn cpu_seconds() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    let after = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    let f: Vec<f64> = after.split_whitespace().map(|v| v.parse().unwrap_or(0.0)).collect();
+    // Fields 14 and 15 (utime, stime) are the 12th and 13th after the command name.
+    (f.get(11).unwrap_or(&0.0) + f.get(12).unwrap_or(&0.0)) / 100.0
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let a = args()?;
@@ -87,6 +96,7 @@ async fn main() -> anyhow::Result<()> {
     let ok = Arc::new(AtomicU64::new(0));
     let exhausted = Arc::new(AtomicU64::new(0));
     let failed = Arc::new(AtomicU64::new(0));
+    let cpu_before = cpu_seconds();
     let started = Instant::now();
     let deadline = started + Duration::from_secs(a.seconds);
     let period = (a.rate > 0).then(|| Duration::from_secs_f64(a.concurrency as f64 / a.rate as f64));
@@ -142,6 +152,7 @@ async fn main() -> anyhow::Result<()> {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     let all_written = started.elapsed();
+    let cpu = cpu_seconds() - cpu_before;
     latencies.sort_unstable();
     let pct = |p: f64| {
         latencies.get(((latencies.len() as f64 * p) as usize).min(latencies.len().saturating_sub(1))).copied().unwrap_or(0) as f64
@@ -164,6 +175,11 @@ async fn main() -> anyhow::Result<()> {
         "all accepted events written after {:.2} s: {:.0} ev/s end to end",
         all_written.as_secs_f64(),
         accepted as f64 / all_written.as_secs_f64()
+    );
+    println!(
+        "CPU (server + clients, one process): {cpu:.1} s = {:.0} µs per accepted event; {:.2} cores busy",
+        cpu * 1e6 / accepted.max(1) as f64,
+        cpu / all_written.as_secs_f64()
     );
     println!(
         "TrackEvent latency ms: p50 {:.3}  p90 {:.3}  p99 {:.3}  p99.9 {:.3}  max {:.3}",

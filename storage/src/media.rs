@@ -173,6 +173,17 @@ impl Db {
         Ok(())
     }
 
+    /// Sets the status of a media row as is (live streams ending, operators re-queueing).
+    pub async fn set_media_status(&self, id: i64, status: &str) -> Result<()> {
+        sqlx::query("UPDATE media SET status = $1, updated_at = $2 WHERE id = $3")
+            .bind(status)
+            .bind(now_ms())
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
     /// Ids of the media rows in `status`, oldest first.
     pub async fn media_ids_with_status(&self, status: &str) -> Result<Vec<i64>> {
         let rows = sqlx::query("SELECT id FROM media WHERE status = $1 ORDER BY id")

@@ -3,6 +3,9 @@
 mod admin;
 mod chat;
 pub mod client;
+mod info;
+mod listen;
+mod upload;
 
 use clap::{Parser, Subcommand};
 
@@ -33,6 +36,16 @@ pub enum Command {
         #[command(flatten)]
         client: client::ClientArgs,
     },
+    /// Upload an audio file as a track (resumes by itself after a dropped connection).
+    Upload(upload::UploadArgs),
+    /// Play a track into a file (`-o out.opus`) or standard output (`-o -`).
+    Listen(listen::ListenArgs),
+    /// Show a track's or live stream's details.
+    Info {
+        id: i64,
+        #[command(flatten)]
+        client: client::ClientArgs,
+    },
 }
 
 /// Runs one command to completion.
@@ -42,6 +55,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::User(cmd) => admin::user(cmd).await,
         Command::Apikey(cmd) => admin::api_key(cmd).await,
         Command::Chat { room_id, client } => chat::run(room_id, client).await,
+        Command::Upload(args) => upload::run(args).await,
+        Command::Listen(args) => listen::run(args).await,
+        Command::Info { id, client } => info::run(id, client).await,
     }
 }
 

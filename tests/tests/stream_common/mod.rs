@@ -114,7 +114,10 @@ pub async fn play(
 }
 
 pub fn concat(chunks: &[AudioChunk]) -> Vec<u8> {
-    chunks.iter().flat_map(|c| c.audio_data.iter().copied()).collect()
+    chunks
+        .iter()
+        .flat_map(|c| c.audio_data.iter().copied())
+        .collect()
 }
 
 /// Frames of the source at 48 kHz, as the renditions hold them.

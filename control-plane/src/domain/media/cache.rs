@@ -98,18 +98,8 @@ impl RenditionCache {
         self.account(key, size);
     }
 
-    /// Forgets every rendition of `id`.
-    pub fn remove(&self, id: i64) {
-        let mut inner = self.lock();
-        let keys: Vec<Key> = inner.map.keys().filter(|k| k.0 == id).copied().collect();
-        for k in keys {
-            if let Some(old) = inner.map.remove(&k) {
-                inner.total -= old.size;
-            }
-        }
-    }
-
     /// Bytes held now.
+    #[cfg(test)]
     pub fn bytes(&self) -> u64 {
         self.lock().total
     }

@@ -168,11 +168,7 @@ impl Media {
     /// A track or live stream. Tracks are visible to every authenticated caller (documented in
     /// docs/ARCHITECTURE.md); unknown ids are `NOT_FOUND`.
     pub async fn info(&self, _who: &Caller, id: i64) -> Result<MediaRecord> {
-        self.inner
-            .db
-            .media(id)
-            .await?
-            .ok_or_else(|| not_found(id))
+        self.inner.db.media(id).await?.ok_or_else(|| not_found(id))
     }
 
     /// Signed (audio_url, waveform_url) of media `id`.
@@ -195,8 +191,9 @@ impl Media {
     /// The rendition of a ready media nearest `kbps` (0 = highest), from the cache.
     pub async fn rendition(&self, id: i64, kbps: u32) -> Result<Arc<Loaded>> {
         let m = self.ready(id).await?;
-        let pick = pick_rendition(&m.renditions, kbps)
-            .ok_or_else(|| DomainError::FailedPrecondition(format!("track {id} has no renditions")))?;
+        let pick = pick_rendition(&m.renditions, kbps).ok_or_else(|| {
+            DomainError::FailedPrecondition(format!("track {id} has no renditions"))
+        })?;
         self.load_rendition(id, pick).await
     }
 
@@ -230,10 +227,12 @@ impl Media {
                     Some(i) => i,
                     None => {
                         let d = data.clone();
-                        tokio::task::spawn_blocking(move || veza_media_core::SeekIndex::from_ogg(&d))
-                            .await
-                            .map_err(|e| DomainError::Internal(e.into()))?
-                            .map_err(|e| DomainError::Internal(e.into()))?
+                        tokio::task::spawn_blocking(move || {
+                            veza_media_core::SeekIndex::from_ogg(&d)
+                        })
+                        .await
+                        .map_err(|e| DomainError::Internal(e.into()))?
+                        .map_err(|e| DomainError::Internal(e.into()))?
                     }
                 };
                 Ok::<_, DomainError>(Loaded {

@@ -53,7 +53,10 @@ impl Media {
             return Err(DomainError::invalid("start_ms", "must be ≥ 0"));
         }
         if req.quality < 0 {
-            return Err(DomainError::invalid("quality", "must be a bitrate in kbps ≥ 0"));
+            return Err(DomainError::invalid(
+                "quality",
+                "must be a bitrate in kbps ≥ 0",
+            ));
         }
         let id = req.track_id;
         let m = self.info(who, id).await?;
@@ -68,14 +71,17 @@ impl Media {
                 m.status
             )));
         }
-        let kbps = pick_rendition(&m.renditions, req.quality as u32)
-            .ok_or_else(|| not_found(id))?;
+        let kbps =
+            pick_rendition(&m.renditions, req.quality as u32).ok_or_else(|| not_found(id))?;
         let r = self.load_rendition(id, kbps).await?;
         let start_ms = req.start_ms as u64;
         if start_ms >= r.index.duration_ms().max(1) {
             return Err(DomainError::invalid(
                 "start_ms",
-                format!("{start_ms} is beyond the track's {} ms", r.index.duration_ms()),
+                format!(
+                    "{start_ms} is beyond the track's {} ms",
+                    r.index.duration_ms()
+                ),
             ));
         }
         let user = who.user_id().unwrap_or(0);

@@ -6,7 +6,7 @@ use std::{collections::HashMap, path::PathBuf};
 use bytes::Bytes;
 use veza_media_core::{Ingest, IngestOptions, MediaError};
 
-use super::{DomainError, Media, Result, cache::Loaded};
+use super::{DomainError, Media, cache::Loaded};
 
 impl Media {
     /// Queues media `id` (status `processing`) for processing; `local` is its source file when
@@ -60,7 +60,11 @@ impl Media {
                         ),
                     ],
                 );
-                ("track_ready", format!("\u{201c}{}\u{201d} is ready", m.title), "ready".to_string())
+                (
+                    "track_ready",
+                    format!("\u{201c}{}\u{201d} is ready", m.title),
+                    "ready".to_string(),
+                )
             }
             Err(reason) => {
                 tracing::warn!(media_id = id, %reason, "processing failed");
@@ -76,7 +80,11 @@ impl Media {
                         ("reason".into(), reason.clone()),
                     ],
                 );
-                ("track_failed", format!("\u{201c}{}\u{201d} failed to process", m.title), reason)
+                (
+                    "track_failed",
+                    format!("\u{201c}{}\u{201d} failed to process", m.title),
+                    reason,
+                )
             }
         };
         let data = HashMap::from([
@@ -175,7 +183,9 @@ fn run_ingest(path: &std::path::Path, mut bitrates: Vec<u32>) -> veza_media_core
         }
     }
     if bitrates.is_empty() {
-        return Err(MediaError::InvalidArgument("no renditions configured".into()));
+        return Err(MediaError::InvalidArgument(
+            "no renditions configured".into(),
+        ));
     }
     let opts = IngestOptions {
         bitrates_kbps: bitrates,

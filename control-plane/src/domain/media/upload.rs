@@ -34,13 +34,25 @@ impl Media {
     {
         let first = match chunks.next().await {
             Some(c) => c?,
-            None => return Err(DomainError::invalid("chunks", "the upload stream has no chunks")),
+            None => {
+                return Err(DomainError::invalid(
+                    "chunks",
+                    "the upload stream has no chunks",
+                ));
+            }
         };
         let id = first.media_id;
-        let m = self.inner.db.media(id).await?.ok_or_else(|| not_found(id))?;
+        let m = self
+            .inner
+            .db
+            .media(id)
+            .await?
+            .ok_or_else(|| not_found(id))?;
         let is_key = matches!(who, Caller::ApiKey(_));
         if !is_key && !who.may_act_for(m.owner_id) {
-            return Err(DomainError::denied("only the track's owner may upload to it"));
+            return Err(DomainError::denied(
+                "only the track's owner may upload to it",
+            ));
         }
         if m.kind != "track" {
             return Err(DomainError::FailedPrecondition(format!(
@@ -154,7 +166,10 @@ impl Media {
                 self.inner.analytics.emit(
                     "upload_failed",
                     m.owner_id,
-                    vec![("track_id".into(), id.to_string()), ("reason".into(), reason.clone())],
+                    vec![
+                        ("track_id".into(), id.to_string()),
+                        ("reason".into(), reason.clone()),
+                    ],
                 );
                 return Err(DomainError::invalid("audio_data", reason));
             }

@@ -136,25 +136,49 @@ fn read_head<R: Read + Seek>(src: &mut R) -> Result<Vec<u8>> {
     Ok(head)
 }
 
-/// Rejects WAV `fmt ` chunks whose channel count would overflow symphonia's arithmetic.
+/// Rejects WAV `fmt ` chunks that would overflow symphonia's arithmetic (found by fuzzing):
+/// too many channels, or an extensible channel mask that cannot take the missing channels.
 fn guard_wav_header(head: &[u8]) -> Result<()> {
-    if head.len() < 12 || &head[..4] != b"RIFF" || &head[8..12] != b"WAVE" {
+    let Some(base) = head
+        .windows(12)
+        .position(|w| &w[..4] == b"RIFF" && &w[8..] == b"WAVE")
+    else {
         return Ok(());
-    }
-    let mut at = 12;
+    };
+    let mut at = base + 12;
     while let Some(chunk) = head.get(at..at + 8) {
         let len = u32::from_le_bytes([chunk[4], chunk[5], chunk[6], chunk[7]]) as usize;
         if &chunk[..4] == b"fmt " {
-            let channels = head
-                .get(at + 10..at + 12)
-                .map(|c| u16::from_le_bytes([c[0], c[1]]));
-            return match channels {
-                Some(0) => Err(MediaError::Malformed("WAV with zero channels".into())),
-                Some(n) if n > MAX_CHANNELS => Err(MediaError::Limit(format!("{n} channels"))),
-                _ => Ok(()),
-            };
+            return check_wav_fmt(head.get(at + 8..).unwrap_or_default());
         }
-        at = at.saturating_add(8).saturating_add(len + (len & 1));
+        at = at
+            .saturating_add(8)
+            .saturating_add(len.saturating_add(len & 1));
+    }
+    Ok(())
+}
+
+fn check_wav_fmt(fmt: &[u8]) -> Result<()> {
+    let word = |i: usize| fmt.get(i..i + 2).map(|b| u16::from_le_bytes([b[0], b[1]]));
+    match word(2) {
+        Some(0) => return Err(MediaError::Malformed("WAV with zero channels".into())),
+        Some(n) if n > MAX_CHANNELS => return Err(MediaError::Limit(format!("{n} channels"))),
+        _ => {}
+    }
+    let (Some(0xfffe), Some(channels)) = (word(0), word(2)) else {
+        return Ok(());
+    };
+    let Some(mask) = fmt
+        .get(20..24)
+        .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+    else {
+        return Ok(());
+    };
+    let missing = u32::from(channels).saturating_sub(mask.count_ones());
+    if missing > 0 && (32 - mask.leading_zeros()) + missing > 30 {
+        return Err(MediaError::Malformed(
+            "WAV channel mask does not fit the channel count".into(),
+        ));
     }
     Ok(())
 }

@@ -369,7 +369,7 @@ async fn api_keys_upload_for_an_owner(b: Backend) {
             &admin,
             veza_proto::auth::CreateApiKeyRequest {
                 name: "uploader".into(),
-                scopes: vec![],
+                scopes: vec!["analytics:write".into()],
             },
         ))
         .await

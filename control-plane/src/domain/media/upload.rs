@@ -152,7 +152,7 @@ impl Media {
         let probed = tokio::task::spawn_blocking(move || {
             std::fs::File::open(&path)
                 .map_err(veza_media_core::MediaError::from)
-                .and_then(|f| veza_media_core::probe(f))
+                .and_then(veza_media_core::probe)
         })
         .await
         .map_err(|e| DomainError::Internal(e.into()))?;

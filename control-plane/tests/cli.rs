@@ -267,3 +267,42 @@ fn chat_command_prints_the_room_and_sends_lines() {
     assert!(stdout.contains("[1] #2 user 1: second line"), "{stdout}");
     stop(&mut server);
 }
+
+#[test]
+fn transcode_writes_renditions_waveform_and_index() {
+    let dir = tempfile::tempdir().unwrap();
+    let input =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../fixtures/stereo_44k.flac");
+    let out = Command::new(env!("CARGO_BIN_EXE_veza"))
+        .arg("transcode")
+        .arg(&input)
+        .arg("--out")
+        .arg(dir.path())
+        .args(["--bitrates", "32,64"])
+        .output()
+        .unwrap();
+    let report = ok(&out);
+    assert!(
+        report.contains("\"probe\"") && report.contains("\"timings\""),
+        "{report}"
+    );
+    for file in [
+        "32k.opus",
+        "64k.opus",
+        "32k.index.json",
+        "waveform.json",
+        "waveform.dat",
+    ] {
+        assert!(
+            dir.path().join(file).metadata().unwrap().len() > 0,
+            "{file}"
+        );
+    }
+    assert!(!dir.path().join("128k.opus").exists());
+    let bad = Command::new(env!("CARGO_BIN_EXE_veza"))
+        .args(["transcode", "/dev/null", "--out"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert!(!bad.status.success());
+}

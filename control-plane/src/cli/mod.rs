@@ -5,6 +5,7 @@ mod chat;
 pub mod client;
 mod info;
 mod listen;
+mod transcode;
 mod upload;
 
 use clap::{Parser, Subcommand};
@@ -30,6 +31,8 @@ pub enum Command {
     /// Manage API keys in the configured database.
     #[command(subcommand)]
     Apikey(admin::ApiKeyCommand),
+    /// Run the media core on one file: renditions, waveform and seek index into a directory.
+    Transcode(transcode::TranscodeArgs),
     /// Join a chat room from the terminal: prints it live and sends each line you type.
     Chat {
         room_id: i64,
@@ -55,6 +58,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::User(cmd) => admin::user(cmd).await,
         Command::Apikey(cmd) => admin::api_key(cmd).await,
         Command::Chat { room_id, client } => chat::run(room_id, client).await,
+        Command::Transcode(args) => transcode::run(args).await,
         Command::Upload(args) => upload::run(args).await,
         Command::Listen(args) => listen::run(args).await,
         Command::Info { id, client } => info::run(id, client).await,

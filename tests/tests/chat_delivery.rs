@@ -110,11 +110,11 @@ async fn gap_free_resume_under_load(b: Backend) {
         )));
     }
     let mut sending = Vec::new();
-    for t in 0..senders {
+    for (t, token) in tokens.iter().enumerate().take(senders) {
         let c = ChatServiceClient::new(s.channel().await);
         sending.push(tokio::spawn(send_many(
             c,
-            tokens[t].clone(),
+            token.clone(),
             room_id,
             t,
             per_sender,

@@ -93,6 +93,7 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
         parts.blobs.clone(),
         parts.notifier.clone(),
         parts.analytics.clone(),
+        parts.metrics.clone(),
         MediaOptions {
             max_upload_bytes: config.max_upload_bytes,
             processing_workers: config.processing_workers,

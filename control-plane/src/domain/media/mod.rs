@@ -66,6 +66,7 @@ struct Inner {
     blobs: BlobStore,
     notifier: Notifier,
     analytics: Analytics,
+    metrics: Arc<crate::metrics::Metrics>,
     opts: MediaOptions,
     cache: cache::RenditionCache,
     signer: UrlSigner,
@@ -80,6 +81,7 @@ impl Media {
         blobs: BlobStore,
         notifier: Notifier,
         analytics: Analytics,
+        metrics: Arc<crate::metrics::Metrics>,
         opts: MediaOptions,
         shutdown: Shutdown,
     ) -> anyhow::Result<Media> {
@@ -96,6 +98,7 @@ impl Media {
                 blobs,
                 notifier,
                 analytics,
+                metrics,
                 opts,
                 shutdown,
             }),

@@ -85,8 +85,10 @@ impl Media {
             ));
         }
         let user = who.user_id().unwrap_or(0);
+        self.inner.metrics.live_listeners.inc();
         let finished = PlayFinished {
             analytics: self.inner.analytics.clone(),
+            metrics: self.inner.metrics.clone(),
             user,
             track: id,
             chunks: 0,
@@ -140,9 +142,11 @@ fn pcm_stream(it: PcmChunks) -> Playback {
     }))
 }
 
-/// Emits `play_finished` when the playback stream is dropped (ended or abandoned).
+/// Emits `play_finished` and counts the listener out when the playback stream is dropped
+/// (ended or abandoned).
 struct PlayFinished {
     analytics: Analytics,
+    metrics: std::sync::Arc<crate::metrics::Metrics>,
     user: i64,
     track: i64,
     chunks: u64,
@@ -150,6 +154,7 @@ struct PlayFinished {
 
 impl Drop for PlayFinished {
     fn drop(&mut self) {
+        self.metrics.live_listeners.dec();
         self.analytics.emit(
             "play_finished",
             self.user,

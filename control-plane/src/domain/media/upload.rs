@@ -121,6 +121,7 @@ impl Media {
                     "track {id} changed under this upload (another upload stream, or it completed)"
                 )));
             }
+            self.inner.metrics.upload_bytes.inc_by(len as u64);
             next += 1;
             bytes += len;
         }

@@ -30,10 +30,14 @@ fn claims() -> Claims {
 fn jwt(c: &mut Criterion) {
     let keys = TokenKeys::ed25519(&[3; 32]);
     let token = keys.issue(&claims()).unwrap();
-    c.bench_function("jwt_verify_eddsa", |b| b.iter(|| keys.verify(&token).unwrap()));
+    c.bench_function("jwt_verify_eddsa", |b| {
+        b.iter(|| keys.verify(&token).unwrap())
+    });
     let hs = TokenKeys::hs256(&[4; 32]);
     let token = hs.issue(&claims()).unwrap();
-    c.bench_function("jwt_verify_hs256", |b| b.iter(|| hs.verify(&token).unwrap()));
+    c.bench_function("jwt_verify_hs256", |b| {
+        b.iter(|| hs.verify(&token).unwrap())
+    });
 }
 
 /// The smallest possible handler: no storage, no work.
@@ -41,7 +45,10 @@ struct Trivial;
 
 #[tonic::async_trait]
 impl AuthService for Trivial {
-    async fn get_user_info(&self, _: Request<GetUserInfoRequest>) -> Result<Response<GetUserInfoResponse>, Status> {
+    async fn get_user_info(
+        &self,
+        _: Request<GetUserInfoRequest>,
+    ) -> Result<Response<GetUserInfoResponse>, Status> {
         Ok(Response::new(GetUserInfoResponse::default()))
     }
 }
@@ -53,8 +60,19 @@ async fn serve(layer: Option<AuthLayer>) -> SocketAddr {
     let svc = AuthServiceServer::new(Trivial);
     tokio::spawn(async move {
         match layer {
-            Some(l) => Server::builder().layer(l).add_service(svc).serve_with_incoming(incoming).await,
-            None => Server::builder().add_service(svc).serve_with_incoming(incoming).await,
+            Some(l) => {
+                Server::builder()
+                    .layer(l)
+                    .add_service(svc)
+                    .serve_with_incoming(incoming)
+                    .await
+            }
+            None => {
+                Server::builder()
+                    .add_service(svc)
+                    .serve_with_incoming(incoming)
+                    .await
+            }
         }
     });
     addr
@@ -76,7 +94,9 @@ fn layer_overhead(c: &mut Criterion) {
     let rt = Runtime::new().unwrap();
     let (layer, token) = rt.block_on(async {
         let dir = tempfile::tempdir().unwrap().keep();
-        let db = veza_storage::Db::connect(&veza_storage::Db::sqlite_url(&dir)).await.unwrap();
+        let db = veza_storage::Db::connect(&veza_storage::Db::sqlite_url(&dir))
+            .await
+            .unwrap();
         let bus = veza_control_plane::bus::Bus::local();
         let keys = TokenKeys::ed25519(&[3; 32]);
         let token = keys.issue(&claims()).unwrap();
@@ -86,16 +106,22 @@ fn layer_overhead(c: &mut Criterion) {
     });
     let mut group = c.benchmark_group("unary_loopback");
     group.measurement_time(Duration::from_secs(8));
-    for (name, layer) in [("without_auth_layer", None), ("with_auth_layer", Some(layer))] {
+    for (name, layer) in [
+        ("without_auth_layer", None),
+        ("with_auth_layer", Some(layer)),
+    ] {
         let mut client = rt.block_on(async {
             let addr = serve(layer).await;
-            AuthServiceClient::connect(format!("http://{addr}")).await.unwrap()
+            AuthServiceClient::connect(format!("http://{addr}"))
+                .await
+                .unwrap()
         });
         group.bench_function(name, |b| {
             b.iter(|| {
                 rt.block_on(async {
                     let mut req = Request::new(GetUserInfoRequest::default());
-                    req.metadata_mut().insert("authorization", format!("Bearer {token}").parse().unwrap());
+                    req.metadata_mut()
+                        .insert("authorization", format!("Bearer {token}").parse().unwrap());
                     client.get_user_info(req).await.unwrap()
                 })
             })

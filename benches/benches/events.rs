@@ -35,9 +35,15 @@ async fn fixture(database_url: Option<String>) -> Fixture {
         config.database_url = url;
     }
     let server = veza_control_plane::start(config).await.unwrap();
-    let account =
-        NewAccount { email: "bench@example.com".into(), password: "bench password".into(), admin: true, ..Default::default() };
-    veza_control_plane::domain::create_account(&server.db, account).await.unwrap();
+    let account = NewAccount {
+        email: "bench@example.com".into(),
+        password: "bench password".into(),
+        admin: true,
+        ..Default::default()
+    };
+    veza_control_plane::domain::create_account(&server.db, account)
+        .await
+        .unwrap();
     let seeding = Instant::now();
     let countries = ["FR", "DE", "US", "JP", "BR"];
     let mut batch = Vec::with_capacity(10_000);
@@ -56,9 +62,16 @@ async fn fixture(database_url: Option<String>) -> Fixture {
         }
     }
     server.db.insert_events(&batch).await.unwrap();
-    eprintln!("seeded {EVENTS} events on {:?} in {:.1} s", server.db.backend(), seeding.elapsed().as_secs_f64());
-    let channel =
-        tonic::transport::Endpoint::from_shared(format!("http://{}", server.grpc_addr)).unwrap().connect().await.unwrap();
+    eprintln!(
+        "seeded {EVENTS} events on {:?} in {:.1} s",
+        server.db.backend(),
+        seeding.elapsed().as_secs_f64()
+    );
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{}", server.grpc_addr))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
     let login = AuthServiceClient::new(channel.clone())
         .authenticate(AuthenticateRequest {
             email: "bench@example.com".into(),
@@ -68,11 +81,21 @@ async fn fixture(database_url: Option<String>) -> Fixture {
         .await
         .unwrap()
         .into_inner();
-    Fixture { _dir: dir, server, client: AnalyticsServiceClient::new(channel), token: login.access_token }
+    Fixture {
+        _dir: dir,
+        server,
+        client: AnalyticsServiceClient::new(channel),
+        token: login.access_token,
+    }
 }
 
 fn request(token: &str, group_by: &str) -> Request<GetAnalyticsRequest> {
-    let ts = |ms: i64| Some(prost_types::Timestamp { seconds: ms / 1000, nanos: 0 });
+    let ts = |ms: i64| {
+        Some(prost_types::Timestamp {
+            seconds: ms / 1000,
+            nanos: 0,
+        })
+    };
     let mut req = Request::new(GetAnalyticsRequest {
         event_type: "play_started".into(),
         from: ts(DAY_START),
@@ -87,14 +110,22 @@ fn request(token: &str, group_by: &str) -> Request<GetAnalyticsRequest> {
 
 fn bench_backend(c: &mut Criterion, rt: &Runtime, name: &str, url: Option<String>) {
     let mut f = rt.block_on(fixture(url));
-    let check = rt.block_on(f.client.get_analytics(request(&f.token, ""))).unwrap().into_inner();
+    let check = rt
+        .block_on(f.client.get_analytics(request(&f.token, "")))
+        .unwrap()
+        .into_inner();
     assert_eq!((check.buckets.len(), check.total_count), (24, EVENTS));
     let mut group = c.benchmark_group(format!("get_analytics_1m_{name}"));
-    group.sample_size(10).measurement_time(Duration::from_secs(10));
+    group
+        .sample_size(10)
+        .measurement_time(Duration::from_secs(10));
     for (label, by) in [("hourly", ""), ("hourly_by_country", "country")] {
         group.bench_function(label, |b| {
             b.iter(|| {
-                let r = rt.block_on(f.client.get_analytics(request(&f.token, by))).unwrap().into_inner();
+                let r = rt
+                    .block_on(f.client.get_analytics(request(&f.token, by)))
+                    .unwrap()
+                    .into_inner();
                 assert_eq!(r.total_count, EVENTS);
             })
         });

@@ -10,7 +10,9 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
-use veza_media_core::{Chunker, Decoder, IngestOptions, WaveformBuilder, WaveformOptions, ingest_bytes};
+use veza_media_core::{
+    Chunker, Decoder, IngestOptions, WaveformBuilder, WaveformOptions, ingest_bytes,
+};
 
 /// A music-like stereo signal (chords, plucked melody, noise bursts).
 fn music(rate: u32, seconds: f32) -> Vec<f32> {
@@ -39,7 +41,13 @@ fn wav(samples: &[f32], rate: u32) -> Bytes {
     v.extend_from_slice(b"RIFF");
     v.extend_from_slice(&(36 + len).to_le_bytes());
     v.extend_from_slice(b"WAVEfmt ");
-    for x in [16u32.to_le_bytes(), [1, 0, 2, 0], rate.to_le_bytes(), (rate * 4).to_le_bytes(), [4, 0, 16, 0]] {
+    for x in [
+        16u32.to_le_bytes(),
+        [1, 0, 2, 0],
+        rate.to_le_bytes(),
+        (rate * 4).to_le_bytes(),
+        [4, 0, 16, 0],
+    ] {
         v.extend_from_slice(&x);
     }
     v.extend_from_slice(b"data");
@@ -53,33 +61,53 @@ fn wav(samples: &[f32], rate: u32) -> Bytes {
 /// The 10-minute bench inputs, generated on first use.
 fn bench_input(name: &str) -> PathBuf {
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
-    let dir = std::env::var_os("VEZA_BENCH_MEDIA").map_or_else(|| root.join("target/bench-media"), PathBuf::from);
+    let dir = std::env::var_os("VEZA_BENCH_MEDIA")
+        .map_or_else(|| root.join("target/bench-media"), PathBuf::from);
     let path = dir.join(name);
     if !path.exists() {
-        let status = Command::new("bash").arg(root.join("fixtures/bench-inputs.sh")).arg(&dir).status();
-        assert!(status.is_ok_and(|s| s.success()), "fixtures/bench-inputs.sh failed (needs ffmpeg)");
+        let status = Command::new("bash")
+            .arg(root.join("fixtures/bench-inputs.sh"))
+            .arg(&dir)
+            .status();
+        assert!(
+            status.is_ok_and(|s| s.success()),
+            "fixtures/bench-inputs.sh failed (needs ffmpeg)"
+        );
     }
     path
 }
 
 fn chunking(c: &mut Criterion) {
-    let opts = IngestOptions { bitrates_kbps: vec![128], ..IngestOptions::default() };
+    let opts = IngestOptions {
+        bitrates_kbps: vec![128],
+        ..IngestOptions::default()
+    };
     let out = ingest_bytes(wav(&music(48_000, 120.0), 48_000), &opts).expect("ingest");
     let r = &out.renditions[0];
     let mut group = c.benchmark_group("media_chunking");
     for chunk_ms in [200u32, 1000, 5000] {
         let count = Chunker::new(r.data.clone(), Arc::clone(&r.index), 0, chunk_ms).count() as u64;
         group.throughput(Throughput::Elements(count));
-        group.bench_with_input(BenchmarkId::from_parameter(chunk_ms), &chunk_ms, |b, &ms| {
-            b.iter(|| Chunker::new(r.data.clone(), Arc::clone(&r.index), 0, ms).map(|c| c.data.len()).sum::<usize>())
-        });
+        group.bench_with_input(
+            BenchmarkId::from_parameter(chunk_ms),
+            &chunk_ms,
+            |b, &ms| {
+                b.iter(|| {
+                    Chunker::new(r.data.clone(), Arc::clone(&r.index), 0, ms)
+                        .map(|c| c.data.len())
+                        .sum::<usize>()
+                })
+            },
+        );
     }
     group.finish();
 }
 
 fn decode(c: &mut Criterion) {
     let mut group = c.benchmark_group("media_decode_10min");
-    group.sample_size(10).measurement_time(Duration::from_secs(20));
+    group
+        .sample_size(10)
+        .measurement_time(Duration::from_secs(20));
     for name in ["music_10min.mp3", "music_10min.flac"] {
         let data = Bytes::from(std::fs::read(bench_input(name)).expect("bench input"));
         group.bench_function(name, |b| {
@@ -96,11 +124,26 @@ fn decode(c: &mut Criterion) {
 fn ingest(c: &mut Criterion) {
     let input = wav(&music(44_100, 20.0), 44_100);
     let mut group = c.benchmark_group("media_ingest_20s");
-    group.sample_size(10).measurement_time(Duration::from_secs(30));
+    group
+        .sample_size(10)
+        .measurement_time(Duration::from_secs(30));
     for parallel in [false, true] {
-        let opts = IngestOptions { parallel, ..IngestOptions::default() };
-        let id = if parallel { "3_renditions_threads" } else { "3_renditions_one_thread" };
-        group.bench_function(id, |b| b.iter(|| ingest_bytes(input.clone(), &opts).expect("ingest").frames_48k));
+        let opts = IngestOptions {
+            parallel,
+            ..IngestOptions::default()
+        };
+        let id = if parallel {
+            "3_renditions_threads"
+        } else {
+            "3_renditions_one_thread"
+        };
+        group.bench_function(id, |b| {
+            b.iter(|| {
+                ingest_bytes(input.clone(), &opts)
+                    .expect("ingest")
+                    .frames_48k
+            })
+        });
     }
     group.finish();
 }
@@ -111,7 +154,8 @@ fn waveform(c: &mut Criterion) {
     group.throughput(Throughput::Elements((samples.len() / 2) as u64));
     group.bench_function("10s_stereo_spp256", |b| {
         b.iter(|| {
-            let mut w = WaveformBuilder::new(44_100, 2, WaveformOptions::default()).expect("builder");
+            let mut w =
+                WaveformBuilder::new(44_100, 2, WaveformOptions::default()).expect("builder");
             w.push(&samples);
             w.finish().length
         })

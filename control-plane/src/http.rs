@@ -124,10 +124,7 @@ async fn media_file(
 }
 
 /// A whole-file 200 or a single-range 206 (`bytes=a-b`, `a-`, `-n`); 416 when unsatisfiable.
-fn ranged(
-    data: bytes::Bytes,
-    range: Option<&axum::http::HeaderValue>,
-) -> axum::response::Response {
+fn ranged(data: bytes::Bytes, range: Option<&axum::http::HeaderValue>) -> axum::response::Response {
     use axum::http::header;
     let len = data.len() as u64;
     let base = [

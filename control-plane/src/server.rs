@@ -23,8 +23,8 @@ use crate::{
     bus::Bus,
     config::Config,
     domain::{
-        Accounts, Analytics, DomainError, Media, NewAccount, Notifier,
-        analytics::AnalyticsOptions, chat::Chat, create_account, media::MediaOptions,
+        Accounts, Analytics, DomainError, Media, NewAccount, Notifier, analytics::AnalyticsOptions,
+        chat::Chat, create_account, media::MediaOptions,
     },
     grpc::{
         analytics::AnalyticsApi, auth::AuthApi, chat::ChatApi, health::DrainingHealth,

@@ -22,7 +22,8 @@ pub mod notification {
 }
 
 /// The encoded `FileDescriptorSet` of the whole API, for server reflection.
-pub const FILE_DESCRIPTOR_SET: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/veza_descriptor.bin"));
+pub const FILE_DESCRIPTOR_SET: &[u8] =
+    include_bytes!(concat!(env!("OUT_DIR"), "/veza_descriptor.bin"));
 
 /// Fully qualified names of the five Veza services, as they appear on the wire.
 pub const SERVICE_NAMES: [&str; 5] = [

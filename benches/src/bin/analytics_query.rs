@@ -24,7 +24,9 @@ async fn main() -> anyhow::Result<()> {
     let (mut events, mut runs, mut database_url) = (1_000_000i64, 20usize, None);
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
-        let value = it.next().ok_or_else(|| anyhow::anyhow!("{flag} needs a value"))?;
+        let value = it
+            .next()
+            .ok_or_else(|| anyhow::anyhow!("{flag} needs a value"))?;
         match flag.as_str() {
             "--events" => events = value.parse()?,
             "--runs" => runs = value.parse()?,
@@ -39,8 +41,12 @@ async fn main() -> anyhow::Result<()> {
         config.database_url = url;
     }
     let server = veza_control_plane::start(config).await?;
-    let account =
-        NewAccount { email: "bench@example.com".into(), password: "bench password".into(), admin: true, ..Default::default() };
+    let account = NewAccount {
+        email: "bench@example.com".into(),
+        password: "bench password".into(),
+        admin: true,
+        ..Default::default()
+    };
     veza_control_plane::domain::create_account(&server.db, account).await?;
     let seeding = Instant::now();
     let countries = ["FR", "DE", "US", "JP", "BR"];
@@ -60,8 +66,14 @@ async fn main() -> anyhow::Result<()> {
         }
     }
     server.db.insert_events(&batch).await?;
-    println!("seeded {events} events on {:?} in {:.1} s", server.db.backend(), seeding.elapsed().as_secs_f64());
-    let channel = tonic::transport::Endpoint::from_shared(format!("http://{}", server.grpc_addr))?.connect().await?;
+    println!(
+        "seeded {events} events on {:?} in {:.1} s",
+        server.db.backend(),
+        seeding.elapsed().as_secs_f64()
+    );
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{}", server.grpc_addr))?
+        .connect()
+        .await?;
     let login = AuthServiceClient::new(channel.clone())
         .authenticate(AuthenticateRequest {
             email: "bench@example.com".into(),
@@ -74,7 +86,12 @@ async fn main() -> anyhow::Result<()> {
     for group_by in ["", "country"] {
         let mut times = Vec::with_capacity(runs);
         for _ in 0..runs {
-            let ts = |ms: i64| Some(prost_types::Timestamp { seconds: ms / 1000, nanos: 0 });
+            let ts = |ms: i64| {
+                Some(prost_types::Timestamp {
+                    seconds: ms / 1000,
+                    nanos: 0,
+                })
+            };
             let mut req = Request::new(GetAnalyticsRequest {
                 event_type: "play_started".into(),
                 from: ts(DAY_START),
@@ -87,13 +104,21 @@ async fn main() -> anyhow::Result<()> {
             let started = Instant::now();
             let r = client.get_analytics(req).await?.into_inner();
             times.push(started.elapsed());
-            anyhow::ensure!(r.total_count == events, "counted {} of {events}", r.total_count);
+            anyhow::ensure!(
+                r.total_count == events,
+                "counted {} of {events}",
+                r.total_count
+            );
         }
         times.sort();
         let ms = |d: Duration| d.as_secs_f64() * 1000.0;
         println!(
             "GetAnalytics {events} events, 24 hourly buckets{}: median {:.1} ms, p90 {:.1} ms, max {:.1} ms ({runs} runs)",
-            if group_by.is_empty() { String::new() } else { format!(", grouped by {group_by}") },
+            if group_by.is_empty() {
+                String::new()
+            } else {
+                format!(", grouped by {group_by}")
+            },
             ms(times[runs / 2]),
             ms(times[runs * 9 / 10]),
             ms(times[runs - 1])

@@ -14,21 +14,33 @@ use tonic::{Request, transport::Channel};
 use veza_control_plane::{Config, domain::NewAccount};
 use veza_proto::{
     auth::{AuthenticateRequest, auth_service_client::AuthServiceClient},
-    chat::{CreateRoomRequest, SendMessageRequest, StreamMessagesRequest, chat_service_client::ChatServiceClient},
+    chat::{
+        CreateRoomRequest, SendMessageRequest, StreamMessagesRequest,
+        chat_service_client::ChatServiceClient,
+    },
 };
 
 fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let nats = args.iter().position(|a| a == "--nats").and_then(|i| args.get(i + 1).cloned());
+    let nats = args
+        .iter()
+        .position(|a| a == "--nats")
+        .and_then(|i| args.get(i + 1).cloned());
     let num = |i: usize, d: u64| args.get(i).and_then(|a| a.parse().ok()).unwrap_or(d);
-    let server_rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
+    let server_rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
     let dir = tempfile::tempdir()?;
     let mut config = Config::for_tests(dir.path().to_path_buf());
     config.nats_url = nats;
     let server = server_rt.block_on(veza_control_plane::start(config))?;
     let url = format!("http://{}", server.grpc_addr);
     let db = server.db.clone();
-    let client_rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
+    let client_rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
     let result = client_rt.block_on(async {
         let token = login(&db, &url).await?;
         match args.first().map(String::as_str) {
@@ -42,45 +54,79 @@ fn main() -> anyhow::Result<()> {
 }
 
 async fn login(db: &veza_storage::Db, url: &str) -> anyhow::Result<String> {
-    let account = NewAccount { email: "load@example.com".into(), password: "load password".into(), ..Default::default() };
+    let account = NewAccount {
+        email: "load@example.com".into(),
+        password: "load password".into(),
+        ..Default::default()
+    };
     veza_control_plane::domain::create_account(db, account).await?;
     let mut auth = AuthServiceClient::connect(url.to_string()).await?;
-    let req = AuthenticateRequest { email: "load@example.com".into(), password: "load password".into(), ..Default::default() };
+    let req = AuthenticateRequest {
+        email: "load@example.com".into(),
+        password: "load password".into(),
+        ..Default::default()
+    };
     Ok(auth.authenticate(req).await?.into_inner().access_token)
 }
 
 fn authed<T>(token: &str, msg: T) -> Request<T> {
     let mut req = Request::new(msg);
-    req.metadata_mut().insert("authorization", format!("Bearer {token}").parse().expect("ascii token"));
+    req.metadata_mut().insert(
+        "authorization",
+        format!("Bearer {token}").parse().expect("ascii token"),
+    );
     req
 }
 
 async fn new_room(channel: &Channel, token: &str) -> anyhow::Result<i64> {
-    let req = CreateRoomRequest { name: "load".into(), ..Default::default() };
-    let room = ChatServiceClient::new(channel.clone()).create_room(authed(token, req)).await?.into_inner().room;
+    let req = CreateRoomRequest {
+        name: "load".into(),
+        ..Default::default()
+    };
+    let room = ChatServiceClient::new(channel.clone())
+        .create_room(authed(token, req))
+        .await?
+        .into_inner()
+        .room;
     Ok(room.map_or(0, |r| r.room_id))
 }
 
 async fn channels(url: &str, n: usize) -> anyhow::Result<Vec<Channel>> {
     let mut out = Vec::with_capacity(n);
     for _ in 0..n {
-        out.push(tonic::transport::Endpoint::from_shared(url.to_string())?.connect().await?);
+        out.push(
+            tonic::transport::Endpoint::from_shared(url.to_string())?
+                .connect()
+                .await?,
+        );
     }
     Ok(out)
 }
 
-async fn send(url: &str, token: &str, duration: Duration, concurrency: usize) -> anyhow::Result<()> {
+async fn send(
+    url: &str,
+    token: &str,
+    duration: Duration,
+    concurrency: usize,
+) -> anyhow::Result<()> {
     let chans = channels(url, 4).await?;
     let room_id = new_room(&chans[0], token).await?;
     let deadline = Instant::now() + duration;
     let mut tasks = Vec::new();
     for i in 0..concurrency {
-        let (mut c, token) = (ChatServiceClient::new(chans[i % chans.len()].clone()), token.to_string());
+        let (mut c, token) = (
+            ChatServiceClient::new(chans[i % chans.len()].clone()),
+            token.to_string(),
+        );
         tasks.push(tokio::spawn(async move {
             let mut latencies = Vec::new();
             while Instant::now() < deadline {
                 let started = Instant::now();
-                let req = SendMessageRequest { room_id, content: "load test message of a typical length, about sixty bytes".into(), ..Default::default() };
+                let req = SendMessageRequest {
+                    room_id,
+                    content: "load test message of a typical length, about sixty bytes".into(),
+                    ..Default::default()
+                };
                 if c.send_message(authed(&token, req)).await.is_ok() {
                     latencies.push(started.elapsed());
                 }
@@ -93,7 +139,11 @@ async fn send(url: &str, token: &str, duration: Duration, concurrency: usize) ->
         all.extend(t.await?);
     }
     all.sort();
-    let q = |p: f64| all.get(((all.len() as f64 * p) as usize).min(all.len().saturating_sub(1))).copied().unwrap_or_default();
+    let q = |p: f64| {
+        all.get(((all.len() as f64 * p) as usize).min(all.len().saturating_sub(1)))
+            .copied()
+            .unwrap_or_default()
+    };
     println!(
         "SendMessage: {} messages in {:?} with {concurrency} concurrent callers = {:.0} msg/s; latency p50 {:?} p99 {:?}",
         all.len(),
@@ -112,14 +162,26 @@ async fn fanout(url: &str, token: &str, subscribers: usize, messages: usize) -> 
     let mut tasks = Vec::new();
     let (ready_tx, mut ready_rx) = tokio::sync::mpsc::channel(subscribers);
     for i in 0..subscribers {
-        let (mut c, token, base, ready) = (ChatServiceClient::new(chans[i % chans.len()].clone()), token.to_string(), base.clone(), ready_tx.clone());
+        let (mut c, token, base, ready) = (
+            ChatServiceClient::new(chans[i % chans.len()].clone()),
+            token.to_string(),
+            base.clone(),
+            ready_tx.clone(),
+        );
         tasks.push(tokio::spawn(async move {
-            let req = StreamMessagesRequest { room_id, last_message_id: 0 };
+            let req = StreamMessagesRequest {
+                room_id,
+                last_message_id: 0,
+            };
             let mut stream = c.stream_messages(authed(&token, req)).await?.into_inner();
             ready.send(()).await?;
             let mut delays = Vec::with_capacity(messages);
             while delays.len() < messages {
-                let Ok(Some(Ok(m))) = tokio::time::timeout(Duration::from_secs(30), stream.next()).await else { break };
+                let Ok(Some(Ok(m))) =
+                    tokio::time::timeout(Duration::from_secs(30), stream.next()).await
+                else {
+                    break;
+                };
                 let sent_us: u64 = m.content.parse().unwrap_or(0);
                 delays.push(base.elapsed().as_micros() as u64 - sent_us);
             }
@@ -131,7 +193,11 @@ async fn fanout(url: &str, token: &str, subscribers: usize, messages: usize) -> 
     }
     let mut sender = ChatServiceClient::new(chans[0].clone());
     for _ in 0..messages {
-        let req = SendMessageRequest { room_id, content: base.elapsed().as_micros().to_string(), ..Default::default() };
+        let req = SendMessageRequest {
+            room_id,
+            content: base.elapsed().as_micros().to_string(),
+            ..Default::default()
+        };
         sender.send_message(authed(token, req)).await?;
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
@@ -140,7 +206,12 @@ async fn fanout(url: &str, token: &str, subscribers: usize, messages: usize) -> 
         all.extend(t.await??);
     }
     all.sort();
-    let q = |p: f64| all.get(((all.len() as f64 * p) as usize).min(all.len().saturating_sub(1))).copied().unwrap_or_default() as f64 / 1000.0;
+    let q = |p: f64| {
+        all.get(((all.len() as f64 * p) as usize).min(all.len().saturating_sub(1)))
+            .copied()
+            .unwrap_or_default() as f64
+            / 1000.0
+    };
     println!(
         "fan-out to {subscribers} subscribers, {messages} messages: {} deliveries (expected {}); delivery latency p50 {:.2} ms, p99 {:.2} ms, max {:.2} ms",
         all.len(),

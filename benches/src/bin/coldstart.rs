@@ -6,7 +6,9 @@ use std::{
     time::{Duration, Instant},
 };
 
-use tonic_health::pb::{HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient};
+use tonic_health::pb::{
+    HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
+};
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
@@ -19,7 +21,13 @@ async fn main() -> anyhow::Result<()> {
         let port = 19_400 + i as u16;
         let started = Instant::now();
         let mut child = Command::new(&bin)
-            .args(["serve", "--grpc-addr", &format!("127.0.0.1:{port}"), "--http-addr", "127.0.0.1:0"])
+            .args([
+                "serve",
+                "--grpc-addr",
+                &format!("127.0.0.1:{port}"),
+                "--http-addr",
+                "127.0.0.1:0",
+            ])
             .env("VEZA_CONFIG", "/dev/null")
             .env("VEZA_DATA_DIR", dir.path())
             .env_remove("DATABASE_URL")
@@ -27,15 +35,23 @@ async fn main() -> anyhow::Result<()> {
             .stderr(Stdio::null())
             .spawn()?;
         let took = loop {
-            let endpoint = tonic::transport::Endpoint::from_shared(format!("http://127.0.0.1:{port}"))?;
+            let endpoint =
+                tonic::transport::Endpoint::from_shared(format!("http://127.0.0.1:{port}"))?;
             if let Ok(channel) = endpoint.connect().await {
                 let mut c = HealthClient::new(channel);
-                let r = c.check(HealthCheckRequest { service: String::new() }).await;
+                let r = c
+                    .check(HealthCheckRequest {
+                        service: String::new(),
+                    })
+                    .await;
                 if r.is_ok_and(|r| r.into_inner().status() == ServingStatus::Serving) {
                     break started.elapsed();
                 }
             }
-            anyhow::ensure!(started.elapsed() < Duration::from_secs(10), "server did not come up");
+            anyhow::ensure!(
+                started.elapsed() < Duration::from_secs(10),
+                "server did not come up"
+            );
             tokio::time::sleep(Duration::from_millis(2)).await;
         };
         child.kill()?;

@@ -18,7 +18,9 @@ use std::{
 use tonic::{Code, Request, metadata::MetadataValue, transport::Channel};
 use veza_control_plane::{Config, domain::NewAccount};
 use veza_proto::{
-    analytics::{GetMetricsRequest, TrackEventRequest, analytics_service_client::AnalyticsServiceClient},
+    analytics::{
+        GetMetricsRequest, TrackEventRequest, analytics_service_client::AnalyticsServiceClient,
+    },
     auth::{AuthenticateRequest, auth_service_client::AuthServiceClient},
 };
 
@@ -31,10 +33,19 @@ struct Args {
 }
 
 fn args() -> anyhow::Result<Args> {
-    let mut a = Args { seconds: 10, rate: 20_000, concurrency: 64, connections: 4, database_url: None };
+    let mut a = Args {
+        seconds: 10,
+        rate: 20_000,
+        concurrency: 64,
+        connections: 4,
+        database_url: None,
+    };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
-        let mut value = || it.next().ok_or_else(|| anyhow::anyhow!("{flag} needs a value"));
+        let mut value = || {
+            it.next()
+                .ok_or_else(|| anyhow::anyhow!("{flag} needs a value"))
+        };
         match flag.as_str() {
             "--seconds" => a.seconds = value()?.parse()?,
             "--rate" => a.rate = value()?.parse()?,
@@ -56,7 +67,10 @@ fn authed<T>(token: &str, msg: T) -> anyhow::Result<Request<T>> {
 
 async fn written(client: &mut AnalyticsServiceClient<Channel>, token: &str) -> anyhow::Result<f64> {
     let names = vec!["veza_analytics_events_written_total".to_string()];
-    let m = client.get_metrics(authed(token, GetMetricsRequest { names })?).await?.into_inner();
+    let m = client
+        .get_metrics(authed(token, GetMetricsRequest { names })?)
+        .await?
+        .into_inner();
     Ok(m.metrics.first().map_or(0.0, |m| m.value))
 }
 
@@ -64,7 +78,10 @@ async fn written(client: &mut AnalyticsServiceClient<Channel>, token: &str) -> a
 fn cpu_seconds() -> f64 {
     let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
     let after = stat.rsplit_once(')').map_or("", |(_, r)| r);
-    let f: Vec<f64> = after.split_whitespace().map(|v| v.parse().unwrap_or(0.0)).collect();
+    let f: Vec<f64> = after
+        .split_whitespace()
+        .map(|v| v.parse().unwrap_or(0.0))
+        .collect();
     // Fields 14 and 15 (utime, stime) are the 12th and 13th after the command name.
     (f.get(11).unwrap_or(&0.0) + f.get(12).unwrap_or(&0.0)) / 100.0
 }
@@ -80,15 +97,29 @@ async fn main() -> anyhow::Result<()> {
     let server = veza_control_plane::start(config).await?;
     let backend = format!("{:?}", server.db.backend());
     let email = format!("load-{}@example.com", std::process::id());
-    let account = NewAccount { email: email.clone(), password: "load password".into(), admin: true, ..Default::default() };
+    let account = NewAccount {
+        email: email.clone(),
+        password: "load password".into(),
+        admin: true,
+        ..Default::default()
+    };
     veza_control_plane::domain::create_account(&server.db, account).await?;
     let url = format!("http://{}", server.grpc_addr);
     let mut channels = Vec::new();
     for _ in 0..a.connections.max(1) {
-        channels.push(tonic::transport::Endpoint::from_shared(url.clone())?.tcp_nodelay(true).connect().await?);
+        channels.push(
+            tonic::transport::Endpoint::from_shared(url.clone())?
+                .tcp_nodelay(true)
+                .connect()
+                .await?,
+        );
     }
     let login = AuthServiceClient::new(channels[0].clone())
-        .authenticate(AuthenticateRequest { email, password: "load password".into(), ..Default::default() })
+        .authenticate(AuthenticateRequest {
+            email,
+            password: "load password".into(),
+            ..Default::default()
+        })
         .await?
         .into_inner();
     let token: Arc<str> = login.access_token.into();
@@ -99,11 +130,13 @@ async fn main() -> anyhow::Result<()> {
     let cpu_before = cpu_seconds();
     let started = Instant::now();
     let deadline = started + Duration::from_secs(a.seconds);
-    let period = (a.rate > 0).then(|| Duration::from_secs_f64(a.concurrency as f64 / a.rate as f64));
+    let period =
+        (a.rate > 0).then(|| Duration::from_secs_f64(a.concurrency as f64 / a.rate as f64));
     let mut tasks = Vec::new();
     for t in 0..a.concurrency {
         let mut client = AnalyticsServiceClient::new(channels[t % channels.len()].clone());
-        let (token, ok, exhausted, failed) = (token.clone(), ok.clone(), exhausted.clone(), failed.clone());
+        let (token, ok, exhausted, failed) =
+            (token.clone(), ok.clone(), exhausted.clone(), failed.clone());
         tasks.push(tokio::spawn(async move {
             let mut latencies: Vec<u32> = Vec::with_capacity(1 << 16);
             // Spread the tasks' schedules over one period.
@@ -119,7 +152,10 @@ async fn main() -> anyhow::Result<()> {
                 }
                 i += 1;
                 let user = ((t as u64 * 7919 + i) % 10_000 + 1) as i64;
-                let properties = HashMap::from([("country".to_string(), ["FR", "DE", "US", "JP"][(i % 4) as usize].to_string())]);
+                let properties = HashMap::from([(
+                    "country".to_string(),
+                    ["FR", "DE", "US", "JP"][(i % 4) as usize].to_string(),
+                )]);
                 let msg = TrackEventRequest {
                     event_type: "play_started".into(),
                     user_id: user,
@@ -127,13 +163,17 @@ async fn main() -> anyhow::Result<()> {
                     timestamp: None,
                     source: "load".into(),
                 };
-                let Ok(req) = authed(&token, msg) else { continue };
+                let Ok(req) = authed(&token, msg) else {
+                    continue;
+                };
                 let sent = Instant::now();
                 let r = client.track_event(req).await;
                 latencies.push(sent.elapsed().as_micros().min(u32::MAX as u128) as u32);
                 match r {
                     Ok(_) => ok.fetch_add(1, Ordering::Relaxed),
-                    Err(s) if s.code() == Code::ResourceExhausted => exhausted.fetch_add(1, Ordering::Relaxed),
+                    Err(s) if s.code() == Code::ResourceExhausted => {
+                        exhausted.fetch_add(1, Ordering::Relaxed)
+                    }
                     Err(_) => failed.fetch_add(1, Ordering::Relaxed),
                 };
             }
@@ -148,14 +188,20 @@ async fn main() -> anyhow::Result<()> {
     let accepted = ok.load(Ordering::Relaxed);
     let mut client = AnalyticsServiceClient::new(channels[0].clone());
     while written(&mut client, &token).await? < accepted as f64 {
-        anyhow::ensure!(started.elapsed() < sending + Duration::from_secs(120), "events were not all written");
+        anyhow::ensure!(
+            started.elapsed() < sending + Duration::from_secs(120),
+            "events were not all written"
+        );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     let all_written = started.elapsed();
     let cpu = cpu_seconds() - cpu_before;
     latencies.sort_unstable();
     let pct = |p: f64| {
-        latencies.get(((latencies.len() as f64 * p) as usize).min(latencies.len().saturating_sub(1))).copied().unwrap_or(0) as f64
+        latencies
+            .get(((latencies.len() as f64 * p) as usize).min(latencies.len().saturating_sub(1)))
+            .copied()
+            .unwrap_or(0) as f64
             / 1000.0
     };
     println!(

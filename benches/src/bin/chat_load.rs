@@ -10,14 +10,12 @@ use std::{
 };
 
 use futures::StreamExt;
-use tonic::{Request, transport::Channel};
-use veza_control_plane::{Config, domain::NewAccount};
-use veza_proto::{
-    auth::{AuthenticateRequest, auth_service_client::AuthServiceClient},
-    chat::{
-        CreateRoomRequest, SendMessageRequest, StreamMessagesRequest,
-        chat_service_client::ChatServiceClient,
-    },
+use tonic::transport::Channel;
+use veza_benches::{authed, login};
+use veza_control_plane::Config;
+use veza_proto::chat::{
+    CreateRoomRequest, SendMessageRequest, StreamMessagesRequest,
+    chat_service_client::ChatServiceClient,
 };
 
 fn main() -> anyhow::Result<()> {
@@ -51,31 +49,6 @@ fn main() -> anyhow::Result<()> {
     });
     server_rt.block_on(server.shutdown())?;
     result
-}
-
-async fn login(db: &veza_storage::Db, url: &str) -> anyhow::Result<String> {
-    let account = NewAccount {
-        email: "load@example.com".into(),
-        password: "load password".into(),
-        ..Default::default()
-    };
-    veza_control_plane::domain::create_account(db, account).await?;
-    let mut auth = AuthServiceClient::connect(url.to_string()).await?;
-    let req = AuthenticateRequest {
-        email: "load@example.com".into(),
-        password: "load password".into(),
-        ..Default::default()
-    };
-    Ok(auth.authenticate(req).await?.into_inner().access_token)
-}
-
-fn authed<T>(token: &str, msg: T) -> Request<T> {
-    let mut req = Request::new(msg);
-    req.metadata_mut().insert(
-        "authorization",
-        format!("Bearer {token}").parse().expect("ascii token"),
-    );
-    req
 }
 
 async fn new_room(channel: &Channel, token: &str) -> anyhow::Result<i64> {

@@ -16,14 +16,12 @@ use std::{
 };
 
 use futures::StreamExt;
-use tonic::{Request, transport::Channel};
-use veza_control_plane::{Config, domain::NewAccount};
-use veza_proto::{
-    auth::{AuthenticateRequest, auth_service_client::AuthServiceClient},
-    stream::{
-        AudioChunk, GetStreamInfoRequest, StreamAudioRequest, UploadAudioRequest,
-        stream_service_client::StreamServiceClient,
-    },
+use tonic::transport::Channel;
+use veza_benches::{authed, login};
+use veza_control_plane::Config;
+use veza_proto::stream::{
+    AudioChunk, GetStreamInfoRequest, StreamAudioRequest, UploadAudioRequest,
+    stream_service_client::StreamServiceClient,
 };
 
 fn main() -> anyhow::Result<()> {
@@ -77,31 +75,6 @@ fn main() -> anyhow::Result<()> {
     });
     server_rt.block_on(server.shutdown())?;
     result
-}
-
-async fn login(db: &veza_storage::Db, url: &str) -> anyhow::Result<String> {
-    let account = NewAccount {
-        email: "load@example.com".into(),
-        password: "load password".into(),
-        ..Default::default()
-    };
-    veza_control_plane::domain::create_account(db, account).await?;
-    let mut auth = AuthServiceClient::connect(url.to_string()).await?;
-    let req = AuthenticateRequest {
-        email: "load@example.com".into(),
-        password: "load password".into(),
-        ..Default::default()
-    };
-    Ok(auth.authenticate(req).await?.into_inner().access_token)
-}
-
-fn authed<T>(token: &str, msg: T) -> Request<T> {
-    let mut req = Request::new(msg);
-    req.metadata_mut().insert(
-        "authorization",
-        format!("Bearer {token}").parse().expect("ascii token"),
-    );
-    req
 }
 
 async fn channel(url: &str) -> anyhow::Result<Channel> {

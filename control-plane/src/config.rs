@@ -80,6 +80,28 @@ pub struct Options {
     /// Lifetime of signed media URLs in seconds [default: 21600, 6 hours].
     #[arg(long, env = "VEZA_MEDIA_URL_TTL")]
     pub media_url_ttl: Option<u64>,
+    /// Audio per live page and chunk in ms, 1–1000 [default: 200].
+    #[arg(long, env = "VEZA_LIVE_CHUNK_MS")]
+    pub live_chunk_ms: Option<u32>,
+    /// Recent audio a live listener gets on joining, in ms [default: 500].
+    #[arg(long, env = "VEZA_LIVE_BURST_MS")]
+    pub live_burst_ms: Option<u32>,
+    /// How far a live listener may fall behind before it skips to the live edge, in ms
+    /// [default: 3000].
+    #[arg(long, env = "VEZA_LIVE_MAX_LAG_MS")]
+    pub live_max_lag_ms: Option<u32>,
+    /// Seconds a live stream waits for its producer to reconnect [default: 10].
+    #[arg(long, env = "VEZA_LIVE_GRACE")]
+    pub live_grace: Option<u64>,
+    /// Listeners per live stream over all instances; 0 = no cap [default: 0].
+    #[arg(long, env = "VEZA_LIVE_MAX_LISTENERS_PER_STREAM")]
+    pub live_max_listeners_per_stream: Option<usize>,
+    /// Live listeners on this instance; 0 = no cap [default: 0].
+    #[arg(long, env = "VEZA_LIVE_MAX_LISTENERS")]
+    pub live_max_listeners: Option<usize>,
+    /// Opus bitrate of live streams with PCM input, in kbps [default: 128].
+    #[arg(long, env = "VEZA_LIVE_BITRATE")]
+    pub live_bitrate: Option<u32>,
 }
 
 /// JWT signing configuration.
@@ -122,6 +144,19 @@ pub struct Config {
     pub media_cache_bytes: u64,
     /// Lifetime of signed media URLs.
     pub media_url_ttl: Duration,
+    /// Live page/chunk duration in ms.
+    pub live_chunk_ms: u32,
+    /// Join burst in ms.
+    pub live_burst_ms: u32,
+    /// Lag before a live listener skips ahead, in ms.
+    pub live_max_lag_ms: u32,
+    /// Producer reconnect grace.
+    pub live_grace: Duration,
+    /// Listener caps (0 = none).
+    pub live_max_listeners_per_stream: usize,
+    pub live_max_listeners: usize,
+    /// Opus bitrate for PCM live input.
+    pub live_bitrate: u32,
 }
 
 macro_rules! merge {
@@ -144,7 +179,8 @@ impl Options {
             merge!(self, file; grpc_addr, http_addr, data_dir, database_url, nats_url, blob_url, public_url,
             tls_cert, tls_key, jwt_alg, jwt_secret, access_token_ttl, refresh_token_ttl, log_format,
             shutdown_grace, demo, analytics_retention_days, max_upload_bytes, processing_workers, renditions,
-            media_cache_bytes, media_url_ttl),
+            media_cache_bytes, media_url_ttl, live_chunk_ms, live_burst_ms, live_max_lag_ms, live_grace,
+            live_max_listeners_per_stream, live_max_listeners, live_bitrate),
         )
     }
 
@@ -199,6 +235,16 @@ impl Options {
         }
         renditions.sort_unstable();
         renditions.dedup();
+        let live_chunk_ms = o.live_chunk_ms.unwrap_or(200);
+        anyhow::ensure!(
+            (1..=1000).contains(&live_chunk_ms),
+            "--live-chunk-ms must be 1–1000"
+        );
+        let live_bitrate = o.live_bitrate.unwrap_or(128);
+        anyhow::ensure!(
+            (6..=510).contains(&live_bitrate),
+            "--live-bitrate: {live_bitrate} kbps is outside Opus's 6–510"
+        );
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
         Ok(Config {
             grpc_addr: o
@@ -226,6 +272,13 @@ impl Options {
             renditions,
             media_cache_bytes: o.media_cache_bytes.unwrap_or(256 << 20),
             media_url_ttl: Duration::from_secs(o.media_url_ttl.unwrap_or(6 * 3600).max(1)),
+            live_chunk_ms,
+            live_burst_ms: o.live_burst_ms.unwrap_or(500),
+            live_max_lag_ms: o.live_max_lag_ms.unwrap_or(3000).max(live_chunk_ms),
+            live_grace: Duration::from_secs(o.live_grace.unwrap_or(10)),
+            live_max_listeners_per_stream: o.live_max_listeners_per_stream.unwrap_or(0),
+            live_max_listeners: o.live_max_listeners.unwrap_or(0),
+            live_bitrate,
         })
     }
 }

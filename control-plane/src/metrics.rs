@@ -75,6 +75,8 @@ pub struct Metrics {
     pub open_streams: Gauge,
     /// Listeners of live streams and tracks right now.
     pub live_listeners: Gauge,
+    /// Live listeners moved to the live edge because they fell too far behind.
+    pub live_skips: Counter,
     /// Audio bytes received by uploads.
     pub upload_bytes: Counter,
     /// Notifications created.
@@ -130,6 +132,7 @@ impl Metrics {
         let open_streams = Gauge::default();
         let live_listeners = Gauge::default();
         let upload_bytes = Counter::default();
+        let live_skips = Counter::default();
         let notifications_created = Counter::default();
         let events = EventMetrics::default();
         let veza = registry.sub_registry_with_prefix("veza");
@@ -142,6 +145,11 @@ impl Metrics {
             "live_listeners",
             "Listeners of live streams and tracks now",
             live_listeners.clone(),
+        );
+        veza.register(
+            "live_skips",
+            "Live listeners skipped ahead to the live edge after falling behind",
+            live_skips.clone(),
         );
         veza.register(
             "upload_bytes",
@@ -187,6 +195,7 @@ impl Metrics {
             registry: Mutex::new(registry),
             open_streams,
             live_listeners,
+            live_skips,
             upload_bytes,
             notifications_created,
             grpc,

@@ -23,8 +23,12 @@ use crate::{
     bus::Bus,
     config::Config,
     domain::{
-        Accounts, Analytics, DomainError, Media, NewAccount, Notifier, analytics::AnalyticsOptions,
-        chat::Chat, create_account, media::MediaOptions,
+        Accounts, Analytics, DomainError, Media, NewAccount, Notifier,
+        analytics::AnalyticsOptions,
+        chat::Chat,
+        create_account,
+        live::{Live, LiveOptions},
+        media::MediaOptions,
     },
     grpc::{
         analytics::AnalyticsApi, auth::AuthApi, chat::ChatApi, health::DrainingHealth,
@@ -110,6 +114,25 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
     )
     .await
     .context("starting the media service")?;
+    let live = Live::start(
+        parts.db.clone(),
+        parts.bus.clone(),
+        media.clone(),
+        parts.analytics.clone(),
+        parts.metrics.clone(),
+        LiveOptions {
+            chunk_ms: config.live_chunk_ms,
+            burst_ms: config.live_burst_ms,
+            max_lag_ms: config.live_max_lag_ms,
+            grace: config.live_grace,
+            max_listeners_per_stream: config.live_max_listeners_per_stream,
+            max_listeners: config.live_max_listeners,
+            bitrate_kbps: config.live_bitrate,
+            tmp_dir: config.data_dir.join("tmp"),
+        },
+        shutdown.clone(),
+    )
+    .context("starting live streaming")?;
     let health = HealthReporter::new();
     let health_service = HealthServer::new(DrainingHealth::new(
         HealthService::from_health_reporter(health.clone()),
@@ -157,6 +180,7 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
         .add_service(compressed!(
             stream::stream_service_server::StreamServiceServer::new(StreamApi::new(
                 media.clone(),
+                live,
                 shutdown.clone()
             ))
         ))

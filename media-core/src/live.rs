@@ -2,7 +2,7 @@
 
 use bytes::Bytes;
 
-use crate::chunk::{AudioChunk, Codec, LIVE_CHUNK_MS};
+use crate::chunk::{AudioChunk, Codec};
 use crate::encode::{DEFAULT_COMPLEXITY, EncoderSettings, FRAME, OpusEncoder};
 use crate::error::{MediaError, Result};
 use crate::ogg::{FLAG_EOS, OggOpusMuxer};
@@ -19,12 +19,16 @@ pub enum LiveInput {
     Opus { channels: u16, pre_skip: u16 },
 }
 
+/// Longest page a live stream may use (1 s, like Icecast's usual page size); the default is
+/// [`crate::LIVE_CHUNK_MS`] or less.
+pub const MAX_LIVE_PAGE_MS: u32 = 1000;
+
 /// Live encoder settings.
 #[derive(Clone, Debug)]
 pub struct LiveOptions {
     pub bitrate_kbps: u32,
     pub complexity: i32,
-    /// Audio per page/chunk in ms (≤ 200).
+    /// Audio per page/chunk in ms (1–[`MAX_LIVE_PAGE_MS`]; ≤ 200 keeps latency low).
     pub page_ms: u32,
     pub tags: Tags,
 }
@@ -59,10 +63,10 @@ pub struct LiveEncoder {
 impl LiveEncoder {
     /// Starts a live stream. The header pages are available at once via [`LiveEncoder::headers`].
     pub fn new(input: LiveInput, opts: &LiveOptions) -> Result<LiveEncoder> {
-        if opts.page_ms == 0 || opts.page_ms > LIVE_CHUNK_MS {
-            return Err(MediaError::InvalidArgument(
-                "live page_ms must be 1–200".into(),
-            ));
+        if opts.page_ms == 0 || opts.page_ms > MAX_LIVE_PAGE_MS {
+            return Err(MediaError::InvalidArgument(format!(
+                "live page_ms must be 1–{MAX_LIVE_PAGE_MS}"
+            )));
         }
         let (channels, pre_skip, rate, resampler, encoder) = match input {
             LiveInput::PcmS16le {
@@ -169,6 +173,7 @@ impl LiveEncoder {
         let frames = opus::packet::get_nb_samples(packet, OPUS_RATE)
             .map_err(|e| MediaError::Malformed(format!("Opus packet: {e}")))?;
         self.muxer.push(packet, frames as u64)?;
+        self.frames_in += frames as u64;
         Ok(self.drain_pages())
     }
 
@@ -190,7 +195,7 @@ impl LiveEncoder {
         Ok(self.drain_pages())
     }
 
-    /// Frames of input accepted so far (PCM input only).
+    /// Frames of input accepted so far: at the input rate for PCM, at 48 kHz for Opus packets.
     pub fn frames_in(&self) -> u64 {
         self.frames_in
     }

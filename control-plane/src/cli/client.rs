@@ -22,6 +22,7 @@ pub struct ClientArgs {
 }
 
 /// A connected client: the channel and the bearer token.
+#[derive(Clone)]
 pub struct Session {
     pub channel: Channel,
     pub token: String,

@@ -5,6 +5,7 @@ mod chat;
 pub mod client;
 mod info;
 mod listen;
+mod live;
 mod transcode;
 mod upload;
 
@@ -41,7 +42,10 @@ pub enum Command {
     },
     /// Upload an audio file as a track (resumes by itself after a dropped connection).
     Upload(upload::UploadArgs),
-    /// Play a track into a file (`-o out.opus`) or standard output (`-o -`).
+    /// Publish a file (decoded, at real-time pace) or raw pcm_s16le from standard input (`-`)
+    /// as a live stream.
+    Live(live::LiveArgs),
+    /// Play a track or live stream into a file (`-o out.opus`) or standard output (`-o -`).
     Listen(listen::ListenArgs),
     /// Show a track's or live stream's details.
     Info {
@@ -61,6 +65,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Transcode(args) => transcode::run(args).await,
         Command::Upload(args) => upload::run(args).await,
         Command::Listen(args) => listen::run(args).await,
+        Command::Live(args) => live::run(args).await,
         Command::Info { id, client } => info::run(id, client).await,
     }
 }

@@ -1,6 +1,8 @@
-//! `veza.stream.StreamService`: uploads, stream info and on-demand playback of tracks. Live
-//! streams (`StartStream`, `StopStream`, `StreamAnalytics`) come with the next issue and answer
-//! `UNIMPLEMENTED` until then.
+//! `veza.stream.StreamService`: uploads, stream info and playback of tracks, and live streams
+//! (`StartStream`, ingest over `UploadAudioChunks`, `StreamAudio` fan-out, `StopStream`,
+//! `StreamAnalytics`). Tracks and live streams share one id space; each call routes by kind.
+
+use std::sync::Arc;
 
 use futures::StreamExt;
 use tonic::{Request, Response, Status, Streaming};
@@ -11,6 +13,7 @@ use super::{caller, timestamp};
 use crate::{
     domain::{
         DomainError,
+        live::{ListenRequest, Live, LiveChunk, Page, StartLive},
         media::{Media, NewTrack, PlayRequest, UploadChunk},
     },
     shutdown::{BoxStream, Shutdown, guard},
@@ -19,13 +22,18 @@ use crate::{
 /// The Stream service.
 pub struct StreamApi {
     media: Media,
+    live: Live,
     shutdown: Shutdown,
 }
 
 impl StreamApi {
     /// The service over the media domain.
-    pub fn new(media: Media, shutdown: Shutdown) -> StreamApi {
-        StreamApi { media, shutdown }
+    pub fn new(media: Media, live: Live, shutdown: Shutdown) -> StreamApi {
+        StreamApi {
+            media,
+            live,
+            shutdown,
+        }
     }
 
     fn info(&self, m: &MediaRecord) -> pb::GetStreamInfoResponse {
@@ -48,7 +56,11 @@ impl StreamApi {
             rendition_bitrates: m.renditions.clone(),
             bytes_received: m.bytes_received,
             chunks_received: m.chunks_received as i32,
-            listeners: 0,
+            listeners: if m.kind == "live" {
+                self.live.listeners_total(m.id) as i32
+            } else {
+                0
+            },
             audio_url,
             waveform_url,
             owner_id: m.owner_id,
@@ -98,18 +110,31 @@ impl StreamService for StreamApi {
         req: Request<Streaming<pb::AudioChunk>>,
     ) -> Result<Response<pb::UploadAudioResponse>, Status> {
         let who = caller(&req)?;
-        let inbound = req.into_inner().map(|c| match c {
-            Ok(c) => Ok(UploadChunk {
-                media_id: c.stream_id,
-                index: i64::from(c.chunk_index),
-                data: c.audio_data,
-            }),
-            Err(s) => Err(DomainError::Unavailable(format!(
-                "upload stream broken ({}); resume from GetStreamInfo.chunks_received",
-                s.message()
-            ))),
-        });
-        let m = self.media.upload(&who, Box::pin(inbound)).await?;
+        let mut inbound = req.into_inner();
+        let first = match inbound.next().await {
+            Some(c) => c?,
+            None => return Err(Status::invalid_argument("the upload stream has no chunks")),
+        };
+        let kind = self.media.info(&who, first.stream_id).await?.kind;
+        let inbound = futures::stream::once(async { Ok(first) }).chain(inbound);
+        let m = if kind == "live" {
+            let mut chunks = Box::pin(inbound.map(|c| c.map(live_chunk).map_err(broken)));
+            let first = match chunks.next().await {
+                Some(c) => c?,
+                None => return Err(Status::invalid_argument("the upload stream has no chunks")),
+            };
+            self.live.publish(&who, first, chunks).await?
+        } else {
+            let chunks = inbound.map(|c| match c {
+                Ok(c) => Ok(UploadChunk {
+                    media_id: c.stream_id,
+                    index: i64::from(c.chunk_index),
+                    data: c.audio_data,
+                }),
+                Err(s) => Err(broken(s)),
+            });
+            self.media.upload(&who, Box::pin(chunks)).await?
+        };
         Ok(Response::new(self.upload_response(&m)))
     }
 
@@ -127,7 +152,15 @@ impl StreamService for StreamApi {
         req: Request<pb::StreamAudioRequest>,
     ) -> Result<Response<BoxStream<pb::AudioChunk>>, Status> {
         let who = caller(&req)?;
+        let country = req
+            .metadata()
+            .get("x-country")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
         let r = req.into_inner();
+        if self.media.info(&who, r.track_id).await?.kind == "live" {
+            return self.listen_live(&who, r, country).await;
+        }
         let (m, chunks) = self
             .media
             .play(
@@ -158,4 +191,131 @@ impl StreamService for StreamApi {
         });
         Ok(Response::new(guard(out, self.shutdown.clone())))
     }
+
+    async fn start_stream(
+        &self,
+        req: Request<pb::StartStreamRequest>,
+    ) -> Result<Response<pb::StartStreamResponse>, Status> {
+        let who = caller(&req)?;
+        let r = req.into_inner();
+        let m = self
+            .live
+            .start_stream(
+                &who,
+                StartLive {
+                    title: r.title,
+                    description: r.description,
+                    sample_rate: r.sample_rate,
+                    channels: r.channels,
+                    codec: r.codec,
+                    record: r.record,
+                },
+            )
+            .await?;
+        Ok(Response::new(pb::StartStreamResponse {
+            success: true,
+            stream_id: m.id,
+            info: Some(self.info(&m)),
+        }))
+    }
+
+    async fn stop_stream(
+        &self,
+        req: Request<pb::StopStreamRequest>,
+    ) -> Result<Response<pb::StopStreamResponse>, Status> {
+        let who = caller(&req)?;
+        let track = self
+            .live
+            .stop_stream(&who, req.into_inner().stream_id)
+            .await?;
+        Ok(Response::new(pb::StopStreamResponse {
+            success: true,
+            track_id: track.unwrap_or(0),
+        }))
+    }
+
+    async fn stream_analytics(
+        &self,
+        req: Request<pb::StreamAnalyticsRequest>,
+    ) -> Result<Response<BoxStream<pb::AnalyticsData>>, Status> {
+        let who = caller(&req)?;
+        let r = req.into_inner();
+        let feed = self
+            .live
+            .analytics(&who, r.stream_id, r.interval_ms)
+            .await?;
+        let out = feed.map(|s| {
+            Ok(pb::AnalyticsData {
+                stream_id: s.stream_id,
+                listeners: s.listeners as i32,
+                bitrate: s.input_kbps,
+                latency: s.latency_ms,
+                countries: s.countries,
+                timestamp: timestamp(veza_storage::now_ms()),
+            })
+        });
+        Ok(Response::new(guard(out, self.shutdown.clone())))
+    }
+}
+
+impl StreamApi {
+    /// `StreamAudio` on a live id: the shared pages from the live edge.
+    async fn listen_live(
+        &self,
+        who: &crate::auth::Caller,
+        r: pb::StreamAudioRequest,
+        country: Option<String>,
+    ) -> Result<Response<BoxStream<pb::AudioChunk>>, Status> {
+        if !matches!(r.format.trim(), "" | "ogg" | "opus") {
+            return Err(Status::invalid_argument(
+                "format: live streams are sent as Ogg Opus (\"ogg\")",
+            ));
+        }
+        if r.start_ms != 0 {
+            return Err(Status::invalid_argument(
+                "start_ms: a live stream starts at its live edge",
+            ));
+        }
+        let req = ListenRequest {
+            stream_id: r.track_id,
+            country,
+        };
+        let (m, feed) = self.live.listen(who, req).await?;
+        let id = m.id;
+        let out = feed.map(move |p| Ok(live_audio_chunk(id, &p)));
+        Ok(Response::new(guard(out, self.shutdown.clone())))
+    }
+}
+
+/// A live page as an `AudioChunk`: the payload is the shared `Bytes`, never copied here.
+fn live_audio_chunk(id: i64, p: &Arc<Page>) -> pb::AudioChunk {
+    pb::AudioChunk {
+        stream_id: id,
+        chunk_index: p.index as i32,
+        audio_data: p.data.clone(),
+        sample_rate: 48_000,
+        channels: i32::from(p.channels),
+        codec: "opus".into(),
+        timestamp: Some(prost_types::Timestamp {
+            seconds: (p.timestamp_ms / 1000) as i64,
+            nanos: ((p.timestamp_ms % 1000) * 1_000_000) as i32,
+        }),
+    }
+}
+
+fn live_chunk(c: pb::AudioChunk) -> LiveChunk {
+    LiveChunk {
+        stream_id: c.stream_id,
+        data: c.audio_data,
+        codec: c.codec,
+        sample_rate: c.sample_rate,
+        channels: c.channels,
+    }
+}
+
+fn broken(s: Status) -> DomainError {
+    DomainError::Unavailable(format!(
+        "upload stream broken ({}); resume from GetStreamInfo.chunks_received",
+        s.message()
+    ))
 }

@@ -9,6 +9,7 @@
 mod cache;
 mod play;
 mod process;
+mod recording;
 mod upload;
 mod urls;
 

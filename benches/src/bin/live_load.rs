@@ -1,0 +1,393 @@
+//! Live load tool (loopback only), one client for both servers so the figures compare:
+//!
+//! - `live_load veza URL PID LISTENERS CONNECTIONS SECONDS`: logs in as the demo user of
+//!   `veza serve --demo`, starts a live stream, publishes a 48 kHz stereo tone as pcm_s16le at
+//!   real-time pace, and opens LISTENERS `StreamAudio` calls spread over CONNECTIONS HTTP/2
+//!   connections.
+//! - `live_load icecast URL PID LISTENERS SECONDS`: LISTENERS plain HTTP GETs of an Icecast mount
+//!   (one TCP connection each), fed by someone else (e.g. `ffmpeg -re … icecast://…`).
+//!
+//! Both print, over the steady part of the run (after every listener is connected): the server
+//! process PID's CPU (% of one core) and RSS, each listener's received rate against real time
+//! (p1/p50), gaps and skip-aheads, and (Veza) producer → listener latency p50/p99.
+
+use std::{
+    net::ToSocketAddrs,
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::{Duration, Instant},
+};
+
+use futures::StreamExt;
+use tokio::io::AsyncReadExt;
+use veza_benches::authed;
+use veza_proto::{
+    auth::{AuthenticateRequest, auth_service_client::AuthServiceClient},
+    stream::{
+        AudioChunk, StartStreamRequest, StopStreamRequest, StreamAudioRequest,
+        stream_service_client::StreamServiceClient,
+    },
+};
+
+const MAX_LISTENERS: usize = 20_000;
+const MAX_SECONDS: u64 = 600;
+const WARMUP: Duration = Duration::from_secs(3);
+
+/// What one listener saw during the measured window.
+#[derive(Default, Clone)]
+struct Seen {
+    media_ms: u64,
+    bytes: u64,
+    gaps: u64,
+    latencies_ms: Vec<u32>,
+}
+
+fn main() -> anyhow::Result<()> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    rt.block_on(async {
+        match args.first().map(String::as_str) {
+            Some("veza") if args.len() == 6 => {
+                let n = bounded(&args[3], MAX_LISTENERS)?;
+                let conns = bounded(&args[4], n)?.max(1);
+                let secs = bounded(&args[5], MAX_SECONDS as usize)? as u64;
+                veza(&args[1], args[2].parse()?, n, conns, secs).await
+            }
+            Some("icecast") if args.len() == 5 => {
+                let n = bounded(&args[3], MAX_LISTENERS)?;
+                let secs = bounded(&args[4], MAX_SECONDS as usize)? as u64;
+                icecast(&args[1], args[2].parse()?, n, secs).await
+            }
+            _ => anyhow::bail!(
+                "usage: live_load veza URL PID LISTENERS CONNECTIONS SECONDS | live_load icecast URL PID LISTENERS SECONDS"
+            ),
+        }
+    })
+}
+
+fn bounded(arg: &str, max: usize) -> anyhow::Result<usize> {
+    let v: usize = arg.parse()?;
+    anyhow::ensure!((1..=max).contains(&v), "{arg} is outside 1–{max}");
+    Ok(v)
+}
+
+/// Refuses anything but loopback.
+fn loopback(url: &str) -> anyhow::Result<String> {
+    let hostport = url
+        .trim_start_matches("http://")
+        .split('/')
+        .next()
+        .unwrap_or_default()
+        .to_string();
+    let addr = hostport
+        .to_socket_addrs()?
+        .next()
+        .ok_or_else(|| anyhow::anyhow!("{url}: no address"))?;
+    anyhow::ensure!(addr.ip().is_loopback(), "{url}: loopback only");
+    Ok(hostport)
+}
+
+async fn veza(url: &str, pid: u32, n: usize, conns: usize, secs: u64) -> anyhow::Result<()> {
+    loopback(url)?;
+    let mut auth = AuthServiceClient::connect(url.to_string()).await?;
+    let token = auth
+        .authenticate(AuthenticateRequest {
+            email: "user@veza.app".into(),
+            password: "password123".into(),
+            ..Default::default()
+        })
+        .await?
+        .into_inner()
+        .access_token;
+    let mut channels = Vec::with_capacity(conns);
+    for _ in 0..conns {
+        channels.push(
+            tonic::transport::Endpoint::from_shared(url.to_string())?
+                .connect()
+                .await?,
+        );
+    }
+    let mut control = StreamServiceClient::new(channels[0].clone());
+    let id = control
+        .start_stream(authed(
+            &token,
+            StartStreamRequest {
+                title: "live_load".into(),
+                sample_rate: 48_000,
+                channels: 2,
+                codec: "pcm_s16le".into(),
+                ..Default::default()
+            },
+        ))
+        .await?
+        .into_inner()
+        .stream_id;
+    let t0 = Instant::now();
+    let stop = Arc::new(AtomicBool::new(false));
+    let producer = tokio::spawn(produce(
+        channels[0].clone(),
+        token.clone(),
+        id,
+        stop.clone(),
+    ));
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let window: Arc<Mutex<Option<Instant>>> = Arc::new(Mutex::new(None));
+    let mut tasks = Vec::with_capacity(n);
+    for i in 0..n {
+        let ch = channels[i % conns].clone();
+        let token = token.clone();
+        let window = window.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut c = StreamServiceClient::new(ch);
+            let req = authed(
+                &token,
+                StreamAudioRequest {
+                    track_id: id,
+                    ..Default::default()
+                },
+            );
+            let mut s = match c.stream_audio(req).await {
+                Ok(r) => r.into_inner(),
+                Err(e) => return Err(e),
+            };
+            let mut seen = Seen::default();
+            let mut last_index = 0;
+            while let Some(m) = s.next().await {
+                let m: AudioChunk = m?;
+                let open = window.lock().map(|w| *w).unwrap_or(None);
+                let Some(start) = open else {
+                    last_index = m.chunk_index;
+                    continue;
+                };
+                if Instant::now() < start {
+                    last_index = m.chunk_index;
+                    continue;
+                }
+                if m.chunk_index > 0 {
+                    if last_index > 0 && m.chunk_index > last_index + 1 {
+                        seen.gaps += 1;
+                    }
+                    last_index = m.chunk_index;
+                    let ts = m
+                        .timestamp
+                        .map_or(0, |t| t.seconds as u64 * 1000 + t.nanos as u64 / 1_000_000);
+                    // The page's last sample was sent by the producer at t0 + ts + page length.
+                    let page_ms = page_duration_ms(&m.audio_data);
+                    seen.media_ms += page_ms;
+                    seen.bytes += m.audio_data.len() as u64;
+                    let sent = t0 + Duration::from_millis(ts + page_ms);
+                    seen.latencies_ms
+                        .push(Instant::now().saturating_duration_since(sent).as_millis() as u32);
+                }
+            }
+            Ok(seen)
+        }));
+    }
+    // Every listener connected (or failed): start the window after a warm-up.
+    tokio::time::sleep(WARMUP).await;
+    let cpu0 = cpu_ticks(pid)?;
+    let start = Instant::now();
+    if let Ok(mut w) = window.lock() {
+        *w = Some(start);
+    }
+    tokio::time::sleep(Duration::from_secs(secs)).await;
+    let cpu1 = cpu_ticks(pid)?;
+    let wall = start.elapsed();
+    let rss = rss_kb(pid)?;
+    control
+        .stop_stream(authed(&token, StopStreamRequest { stream_id: id }))
+        .await?;
+    stop.store(true, Ordering::SeqCst);
+    let _ = producer.await;
+    let mut seen = Vec::new();
+    let mut failed = 0;
+    for t in tasks {
+        match t.await {
+            Ok(Ok(s)) => seen.push(s),
+            _ => failed += 1,
+        }
+    }
+    report("veza", n, failed, &seen, wall, cpu1 - cpu0, rss);
+    Ok(())
+}
+
+/// Publishes a 440 Hz stereo tone in 100 ms pcm_s16le chunks at real-time pace.
+async fn produce(ch: tonic::transport::Channel, token: String, id: i64, stop: Arc<AtomicBool>) {
+    let (tx, rx) = tokio::sync::mpsc::channel(8);
+    let sender = tokio::spawn(async move {
+        let t0 = tokio::time::Instant::now();
+        let mut k = 0u64;
+        while !stop.load(Ordering::SeqCst) {
+            tokio::time::sleep_until(t0 + Duration::from_millis(k * 100)).await;
+            let mut pcm = Vec::with_capacity(4800 * 4);
+            for i in 0..4800u64 {
+                let t = (k * 4800 + i) as f64 / 48_000.0;
+                let v = ((t * 440.0 * std::f64::consts::TAU).sin() * 12_000.0) as i16;
+                pcm.extend_from_slice(&v.to_le_bytes());
+                pcm.extend_from_slice(&v.to_le_bytes());
+            }
+            let chunk = AudioChunk {
+                stream_id: id,
+                chunk_index: k as i32,
+                audio_data: pcm.into(),
+                ..Default::default()
+            };
+            if tx.send(chunk).await.is_err() {
+                break;
+            }
+            k += 1;
+        }
+    });
+    let mut c = StreamServiceClient::new(ch);
+    let _ = c
+        .upload_audio_chunks(authed(
+            &token,
+            tokio_stream::wrappers::ReceiverStream::new(rx),
+        ))
+        .await;
+    sender.abort();
+}
+
+/// Audio in an Ogg page, from its packets' TOC bytes (20 ms frames in practice).
+fn page_duration_ms(page: &[u8]) -> u64 {
+    if page.len() < 27 || &page[..4] != b"OggS" {
+        return 0;
+    }
+    let segs = page[26] as usize;
+    if page.len() < 27 + segs {
+        return 0;
+    }
+    let packets = page[27..27 + segs]
+        .iter()
+        .filter(|&&lace| lace < 255)
+        .count();
+    packets as u64 * 20
+}
+
+async fn icecast(url: &str, pid: u32, n: usize, secs: u64) -> anyhow::Result<()> {
+    let hostport = loopback(url)?;
+    let path = format!(
+        "/{}",
+        url.trim_start_matches("http://")
+            .split_once('/')
+            .map_or("", |x| x.1)
+    );
+    let window: Arc<Mutex<Option<Instant>>> = Arc::new(Mutex::new(None));
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut tasks = Vec::with_capacity(n);
+    for _ in 0..n {
+        let (hostport, path, window, stop) =
+            (hostport.clone(), path.clone(), window.clone(), stop.clone());
+        tasks.push(tokio::spawn(async move {
+            use tokio::io::AsyncWriteExt;
+            let mut s = tokio::net::TcpStream::connect(&hostport).await?;
+            s.write_all(format!("GET {path} HTTP/1.0\r\nHost: {hostport}\r\n\r\n").as_bytes())
+                .await?;
+            let mut buf = vec![0u8; 16 << 10];
+            let mut seen = Seen::default();
+            while !stop.load(Ordering::Relaxed) {
+                let k = s.read(&mut buf).await?;
+                if k == 0 {
+                    break;
+                }
+                let open = window.lock().map(|w| *w).unwrap_or(None);
+                if open.is_some_and(|start| Instant::now() >= start) {
+                    seen.bytes += k as u64;
+                }
+            }
+            anyhow::Ok(seen)
+        }));
+    }
+    tokio::time::sleep(WARMUP).await;
+    let cpu0 = cpu_ticks(pid)?;
+    let start = Instant::now();
+    if let Ok(mut w) = window.lock() {
+        *w = Some(start);
+    }
+    tokio::time::sleep(Duration::from_secs(secs)).await;
+    let cpu1 = cpu_ticks(pid)?;
+    let wall = start.elapsed();
+    let rss = rss_kb(pid)?;
+    stop.store(true, Ordering::SeqCst);
+    let mut seen = Vec::new();
+    let mut failed = 0;
+    for t in tasks {
+        match tokio::time::timeout(Duration::from_secs(5), t).await {
+            Ok(Ok(Ok(mut s))) => {
+                // 128 kbps nominal: bytes → media ms.
+                s.media_ms = s.bytes * 8 / 128;
+                seen.push(s)
+            }
+            _ => failed += 1,
+        }
+    }
+    report("icecast", n, failed, &seen, wall, cpu1 - cpu0, rss);
+    Ok(())
+}
+
+fn report(
+    name: &str,
+    n: usize,
+    failed: usize,
+    seen: &[Seen],
+    wall: Duration,
+    ticks: u64,
+    rss_kb: u64,
+) {
+    let wall_ms = wall.as_millis() as f64;
+    let mut rates: Vec<f64> = seen.iter().map(|s| s.media_ms as f64 / wall_ms).collect();
+    rates.sort_by(f64::total_cmp);
+    let pct = |v: &[f64], p: f64| {
+        v.get(((v.len() as f64 - 1.0) * p).round() as usize)
+            .copied()
+            .unwrap_or(0.0)
+    };
+    let below = rates.iter().filter(|r| **r < 0.99).count();
+    let gaps: u64 = seen.iter().map(|s| s.gaps).sum();
+    let mut lat: Vec<u32> = seen
+        .iter()
+        .flat_map(|s| s.latencies_ms.iter().copied())
+        .collect();
+    lat.sort_unstable();
+    let lp = |p: f64| {
+        lat.get(((lat.len() as f64 - 1.0) * p).round() as usize)
+            .copied()
+            .unwrap_or(0)
+    };
+    let hz = 100.0; // USER_HZ
+    let cpu = ticks as f64 / hz / wall.as_secs_f64() * 100.0;
+    let mb: f64 = seen.iter().map(|s| s.bytes).sum::<u64>() as f64 / 1e6;
+    println!(
+        "{name}: listeners {n} (failed {failed}), window {:.1}s, server CPU {cpu:.1}% of a core, RSS {:.1} MB ({:.1} KB/listener), \
+         rate vs real time p1 {:.3} p50 {:.3} (<0.99: {below}), gaps/skips {gaps}, latency p50 {} ms p99 {} ms, received {mb:.1} MB",
+        wall.as_secs_f64(),
+        rss_kb as f64 / 1024.0,
+        rss_kb as f64 / n.max(1) as f64,
+        pct(&rates, 0.01),
+        pct(&rates, 0.5),
+        lp(0.5),
+        lp(0.99),
+    );
+}
+
+fn cpu_ticks(pid: u32) -> anyhow::Result<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    let rest = stat.rsplit_once(')').map_or("", |x| x.1);
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    // Fields 14 and 15 (utime, stime) are the 12th and 13th after the command name.
+    Ok(f.get(11).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0)
+        + f.get(12).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0))
+}
+
+fn rss_kb(pid: u32) -> anyhow::Result<u64> {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    Ok(s.lines()
+        .find(|l| l.starts_with("VmRSS:"))
+        .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+        .unwrap_or(0))
+}

@@ -1,0 +1,158 @@
+//! The listener side: a feed of shared pages from the live edge (headers and a short burst
+//! first), which skips ahead instead of buffering when its listener falls behind.
+
+use std::{
+    collections::VecDeque,
+    pin::Pin,
+    sync::{Arc, atomic::Ordering},
+};
+
+use futures::Stream;
+use tokio::sync::broadcast::{Receiver, error::RecvError};
+use veza_storage::MediaRecord;
+
+use super::{
+    DomainError, Live, Result,
+    channel::{Channel, Event, Page},
+    ingest::now_us,
+};
+use crate::{auth::Caller, bus::Bus};
+
+/// What a live listener asks for.
+#[derive(Debug, Clone, Default)]
+pub struct ListenRequest {
+    pub stream_id: i64,
+    /// ISO country code from the `x-country` metadata, if the client sent one.
+    pub country: Option<String>,
+}
+
+/// The pages one listener receives, each shared with every other listener.
+pub type LiveFeed = Pin<Box<dyn Stream<Item = Arc<Page>> + Send + 'static>>;
+
+impl Live {
+    /// Joins live stream `req.stream_id` at its live edge.
+    pub async fn listen(
+        &self,
+        who: &Caller,
+        req: ListenRequest,
+    ) -> Result<(MediaRecord, LiveFeed)> {
+        let id = req.stream_id;
+        let m = self.live_record(id).await?;
+        let o = &self.inner.opts;
+        if o.max_listeners > 0 && self.inner.listeners.load(Ordering::Relaxed) >= o.max_listeners {
+            return Err(DomainError::ResourceExhausted(format!(
+                "this server has its maximum of {} live listeners",
+                o.max_listeners
+            )));
+        }
+        if o.max_listeners_per_stream > 0
+            && self.listeners_total(id) >= o.max_listeners_per_stream as u64
+        {
+            return Err(DomainError::ResourceExhausted(format!(
+                "live stream {id} has its maximum of {} listeners",
+                o.max_listeners_per_stream
+            )));
+        }
+        let (channel, fresh) = self.channel_entry(id);
+        if fresh && matches!(self.inner.bus, Bus::Nats(_)) && !self.is_ingesting(id) {
+            let live = self.clone();
+            let c = channel.clone();
+            tokio::spawn(async move { live.follow_relay(c).await });
+        }
+        let joined = channel.join().ok_or_else(|| {
+            DomainError::FailedPrecondition(format!("live stream {id} has ended"))
+        })?;
+        let country = req.country.as_deref().and_then(normalize_country);
+        let guard = ListenerGuard::new(self.clone(), channel, country, who.user_id().unwrap_or(0));
+        let state = FeedState {
+            first: joined.first.into(),
+            rx: joined.rx,
+            guard,
+        };
+        Ok((m, Box::pin(futures::stream::unfold(state, next_page))))
+    }
+}
+
+struct FeedState {
+    first: VecDeque<Arc<Page>>,
+    rx: Receiver<Event>,
+    guard: ListenerGuard,
+}
+
+async fn next_page(mut s: FeedState) -> Option<(Arc<Page>, FeedState)> {
+    if let Some(p) = s.first.pop_front() {
+        return Some((p, s));
+    }
+    loop {
+        match s.rx.recv().await {
+            Ok(Event::Page(p)) => {
+                let ms = (now_us() - p.arrived_us).max(0) / 1000;
+                s.guard.channel.record_latency(ms as u64);
+                s.guard.pages += 1;
+                return Some((p, s));
+            }
+            Ok(Event::End) | Err(RecvError::Closed) => return None,
+            Err(RecvError::Lagged(_)) => {
+                // Too far behind: continue from the live edge, never from a growing backlog.
+                s.rx = s.rx.resubscribe();
+                s.guard.live.inner.metrics.live_skips.inc();
+            }
+        }
+    }
+}
+
+/// Counts a listener in while its feed lives; emits `play_started` / `play_finished`.
+struct ListenerGuard {
+    live: Live,
+    channel: Arc<Channel>,
+    country: Option<String>,
+    user: i64,
+    pages: u64,
+}
+
+impl ListenerGuard {
+    fn new(live: Live, channel: Arc<Channel>, country: Option<String>, user: i64) -> Self {
+        channel.listener_in(country.as_deref());
+        live.inner.listeners.fetch_add(1, Ordering::Relaxed);
+        live.inner.metrics.live_listeners.inc();
+        live.inner.analytics.emit(
+            "play_started",
+            user,
+            vec![
+                ("stream_id".into(), channel.id.to_string()),
+                ("live".into(), "true".into()),
+            ],
+        );
+        ListenerGuard {
+            live,
+            channel,
+            country,
+            user,
+            pages: 0,
+        }
+    }
+}
+
+impl Drop for ListenerGuard {
+    fn drop(&mut self) {
+        self.channel.listener_out(self.country.as_deref());
+        self.live.inner.listeners.fetch_sub(1, Ordering::Relaxed);
+        self.live.inner.metrics.live_listeners.dec();
+        self.live.inner.analytics.emit(
+            "play_finished",
+            self.user,
+            vec![
+                ("stream_id".into(), self.channel.id.to_string()),
+                ("live".into(), "true".into()),
+                ("chunks".into(), self.pages.to_string()),
+            ],
+        );
+    }
+}
+
+/// A two- or three-letter code, upper-cased; anything else is ignored.
+fn normalize_country(c: &str) -> Option<String> {
+    let c = c.trim();
+    ((2..=3).contains(&c.len()) && c.chars().all(|ch| ch.is_ascii_alphabetic()))
+        .then(|| c.to_ascii_uppercase())
+}

@@ -1,0 +1,100 @@
+//! Live streams in the media table: creation, the ingest heartbeat, and the one transition out of
+//! `live` (to `ended`, or to a `processing` track when the broadcast was recorded).
+
+use sqlx::Row;
+
+use crate::{Db, MediaRecord, error::Result, now_ms};
+
+/// The fields of a live stream to create.
+#[derive(Debug, Clone)]
+pub struct NewLive<'a> {
+    pub owner_id: i64,
+    pub title: &'a str,
+    pub description: &'a str,
+    /// `pcm_s16le` or `opus`.
+    pub codec: &'a str,
+    pub sample_rate: i64,
+    pub channels: i64,
+    pub record: bool,
+}
+
+impl Db {
+    /// Creates a live stream in status `live`.
+    pub async fn create_live(&self, l: &NewLive<'_>) -> Result<MediaRecord> {
+        let now = now_ms();
+        let row = sqlx::query(
+            "INSERT INTO media (kind, owner_id, title, description, status, source_codec, sample_rate, channels, \
+             live_record, created_at, updated_at) VALUES ('live', $1, $2, $3, 'live', $4, $5, $6, $7, $8, $8) RETURNING id",
+        )
+        .bind(l.owner_id)
+        .bind(l.title)
+        .bind(l.description)
+        .bind(l.codec)
+        .bind(l.sample_rate)
+        .bind(l.channels)
+        .bind(i64::from(l.record))
+        .bind(now)
+        .fetch_one(&self.pool)
+        .await?;
+        let id: i64 = row.try_get(0)?;
+        self.media(id)
+            .await?
+            .ok_or_else(|| crate::StorageError::Config("media row vanished".into()))
+    }
+
+    /// Whether live stream `id` is recorded.
+    pub async fn live_record(&self, id: i64) -> Result<bool> {
+        let row = sqlx::query("SELECT live_record FROM media WHERE id = $1")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(match row {
+            Some(r) => r.try_get::<i64, _>(0)? != 0,
+            None => false,
+        })
+    }
+
+    /// Refreshes the ingest heartbeat of a stream still `live`.
+    pub async fn touch_live(&self, id: i64) -> Result<()> {
+        sqlx::query("UPDATE media SET updated_at = $1 WHERE id = $2 AND status = 'live'")
+            .bind(now_ms())
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// Ends live stream `id`: `ended`, or a `processing` track of `duration_ms` when `recorded`.
+    /// `false` when it was not live any more (another instance or call ended it first).
+    pub async fn end_live(&self, id: i64, recorded: bool, duration_ms: i64) -> Result<bool> {
+        let (kind, status) = if recorded {
+            ("track", "processing")
+        } else {
+            ("live", "ended")
+        };
+        let done = sqlx::query(
+            "UPDATE media SET kind = $1, status = $2, duration_ms = $3, updated_at = $4 \
+             WHERE id = $5 AND status = 'live'",
+        )
+        .bind(kind)
+        .bind(status)
+        .bind(duration_ms)
+        .bind(now_ms())
+        .bind(id)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    /// Live streams whose heartbeat is older than `before_ms` (their producer and instance are
+    /// gone).
+    pub async fn stale_live(&self, before_ms: i64) -> Result<Vec<i64>> {
+        let rows = sqlx::query(
+            "SELECT id FROM media WHERE status = 'live' AND kind = 'live' AND updated_at < $1 ORDER BY id",
+        )
+        .bind(before_ms)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(|r| Ok(r.try_get(0)?)).collect()
+    }
+}

@@ -32,7 +32,8 @@ use crate::{
     },
     grpc::{
         analytics::AnalyticsApi, auth::AuthApi, chat::ChatApi, health::DrainingHealth,
-        metrics_layer::MetricsLayer, notification::NotificationApi, stream::StreamApi,
+        live_audio::LiveAudio, metrics_layer::MetricsLayer, notification::NotificationApi,
+        stream::StreamApi,
     },
     http::{HttpState, router},
     metrics::Metrics,
@@ -177,12 +178,13 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
                 shutdown.clone()
             ))
         ))
-        .add_service(compressed!(
-            stream::stream_service_server::StreamServiceServer::new(StreamApi::new(
-                media.clone(),
-                live,
-                shutdown.clone()
-            ))
+        .add_service(LiveAudio::new(
+            compressed!(stream::stream_service_server::StreamServiceServer::new(
+                StreamApi::new(media.clone(), live.clone(), shutdown.clone())
+            )),
+            live,
+            media.clone(),
+            shutdown.clone(),
         ))
         .add_service(compressed!(
             analytics::analytics_service_server::AnalyticsServiceServer::new(AnalyticsApi::new(

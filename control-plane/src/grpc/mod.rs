@@ -5,6 +5,7 @@ pub mod analytics;
 pub mod auth;
 pub mod chat;
 pub mod health;
+pub mod live_audio;
 pub mod metrics_layer;
 pub mod notification;
 pub mod status;

@@ -23,6 +23,22 @@ pub struct Page {
     pub data: Bytes,
     /// When the producer's audio arrived at the ingesting instance (µs since the epoch).
     pub arrived_us: i64,
+    /// The page as the gRPC edge sends it, encoded once for every listener.
+    pub wire: std::sync::OnceLock<Bytes>,
+}
+
+impl Page {
+    /// A page not yet encoded for the wire.
+    pub fn new(index: u64, timestamp_ms: u64, channels: u16, data: Bytes, arrived_us: i64) -> Page {
+        Page {
+            index,
+            timestamp_ms,
+            channels,
+            data,
+            arrived_us,
+            wire: std::sync::OnceLock::new(),
+        }
+    }
 }
 
 /// What the broadcast carries.
@@ -215,13 +231,7 @@ mod tests {
     use super::*;
 
     fn page(index: u64, ts: u64) -> Page {
-        Page {
-            index,
-            timestamp_ms: ts,
-            channels: 2,
-            data: Bytes::from(vec![index as u8]),
-            arrived_us: 0,
-        }
+        Page::new(index, ts, 2, Bytes::from(vec![index as u8]), 0)
     }
 
     #[test]
@@ -233,7 +243,8 @@ mod tests {
         }
         let mut j = c.join().expect("live");
         let idx: Vec<u64> = j.first.iter().map(|p| p.index).collect();
-        assert_eq!(idx, vec![0, 5, 6, 7, 8, 9, 10]);
+        // 500 ms of burst: the five latest 100 ms pages.
+        assert_eq!(idx, vec![0, 6, 7, 8, 9, 10]);
         c.publish(std::sync::Arc::new(page(11, 1100)));
         match j.rx.try_recv() {
             Ok(Event::Page(p)) => assert_eq!(p.index, 11),

@@ -235,13 +235,13 @@ impl Live {
 
     async fn broadcast(&self, p: &Producer, pages: Vec<AudioChunk>, arrived_us: i64) {
         for c in pages {
-            let page = Arc::new(Page {
-                index: c.index,
-                timestamp_ms: c.timestamp_ms,
-                channels: c.channels,
-                data: c.data,
+            let page = Arc::new(Page::new(
+                c.index,
+                c.timestamp_ms,
+                c.channels,
+                c.data,
                 arrived_us,
-            });
+            ));
             p.channel.publish(page.clone());
             self.relay_page(p.id, &p.headers, &page).await;
         }
@@ -292,13 +292,7 @@ impl Live {
             producers.insert(m.id, p.clone());
             p
         };
-        channel.set_headers(Page {
-            index: 0,
-            timestamp_ms: 0,
-            channels: codec_channels(codec),
-            data: headers,
-            arrived_us: now_us(),
-        });
+        channel.set_headers(Page::new(0, 0, codec_channels(codec), headers, now_us()));
         let live = self.clone();
         let watched = p.clone();
         tokio::spawn(async move { live.watch_producer(watched).await });

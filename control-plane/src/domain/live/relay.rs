@@ -73,13 +73,7 @@ pub fn decode(mut b: Bytes) -> Option<([u8; INSTANCE_LEN], Relayed)> {
                 return None;
             }
             let headers = b.split_to(hlen);
-            let page = Page {
-                index,
-                timestamp_ms,
-                channels,
-                data: b,
-                arrived_us,
-            };
+            let page = Page::new(index, timestamp_ms, channels, b, arrived_us);
             Some((origin, Relayed::Page { headers, page }))
         }
         _ => None,
@@ -151,13 +145,13 @@ impl Live {
         }
         match msg {
             Relayed::Page { headers, page } => {
-                channel.set_headers(Page {
-                    index: 0,
-                    timestamp_ms: page.timestamp_ms,
-                    channels: page.channels,
-                    data: headers,
-                    arrived_us: page.arrived_us,
-                });
+                channel.set_headers(Page::new(
+                    0,
+                    page.timestamp_ms,
+                    page.channels,
+                    headers,
+                    page.arrived_us,
+                ));
                 channel.publish(Arc::new(page));
                 false
             }
@@ -176,13 +170,7 @@ mod tests {
     #[test]
     fn page_round_trip() {
         let origin = [7u8; INSTANCE_LEN];
-        let page = Page {
-            index: 42,
-            timestamp_ms: 4200,
-            channels: 2,
-            data: Bytes::from_static(b"OggS page"),
-            arrived_us: 123,
-        };
+        let page = Page::new(42, 4200, 2, Bytes::from_static(b"OggS page"), 123);
         let msg = encode_page(&origin, &Bytes::from_static(b"heads"), &page);
         match decode(msg) {
             Some((o, Relayed::Page { headers, page: p })) => {

@@ -1,0 +1,284 @@
+//! `StreamAudio` on live ids, served just below tonic: each page is encoded as a gRPC frame once
+//! and the same `Bytes` goes to every listener's HTTP/2 stream, so fan-out neither encodes nor
+//! copies audio per listener. Every other call (and `StreamAudio` on tracks) goes to tonic.
+
+use std::{
+    convert::Infallible,
+    future::Future,
+    pin::Pin,
+    task::{Context, Poll},
+};
+
+use bytes::{BufMut, Bytes, BytesMut};
+use futures::future::BoxFuture;
+use http::{HeaderMap, HeaderValue, Request, Response};
+use http_body::{Body as HttpBody, Frame};
+use http_body_util::{BodyExt, Full, Limited};
+use prost::Message;
+use tonic::{Status, body::Body, server::NamedService};
+use veza_proto::stream as pb;
+
+use crate::{
+    auth::Caller,
+    domain::{
+        Media,
+        live::{ListenRequest, Live, LiveFeed, Page},
+    },
+    shutdown::Shutdown,
+};
+
+const PATH: &str = "/veza.stream.StreamService/StreamAudio";
+/// Largest `StreamAudioRequest` body read here; bigger ones go to tonic, which refuses them.
+const MAX_REQUEST: usize = 64 << 10;
+
+/// The Stream service with live `StreamAudio` served from shared frames.
+#[derive(Clone)]
+pub struct LiveAudio<S> {
+    inner: S,
+    live: Live,
+    media: Media,
+    shutdown: Shutdown,
+}
+
+impl<S> LiveAudio<S> {
+    /// Wraps the tonic Stream service.
+    pub fn new(inner: S, live: Live, media: Media, shutdown: Shutdown) -> Self {
+        LiveAudio {
+            inner,
+            live,
+            media,
+            shutdown,
+        }
+    }
+}
+
+impl<S: NamedService> NamedService for LiveAudio<S> {
+    const NAME: &'static str = S::NAME;
+}
+
+impl<S> tower::Service<Request<Body>> for LiveAudio<S>
+where
+    S: tower::Service<Request<Body>, Response = Response<Body>, Error = Infallible>
+        + Clone
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+{
+    type Response = Response<Body>;
+    type Error = Infallible;
+    type Future = BoxFuture<'static, Result<Response<Body>, Infallible>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: Request<Body>) -> Self::Future {
+        if req.uri().path() != PATH {
+            return Box::pin(self.inner.call(req));
+        }
+        let clone = self.inner.clone();
+        let inner = std::mem::replace(&mut self.inner, clone);
+        let this = LiveAudio {
+            inner,
+            live: self.live.clone(),
+            media: self.media.clone(),
+            shutdown: self.shutdown.clone(),
+        };
+        Box::pin(this.stream_audio(req))
+    }
+}
+
+impl<S> LiveAudio<S>
+where
+    S: tower::Service<Request<Body>, Response = Response<Body>, Error = Infallible> + Send,
+    S::Future: Send,
+{
+    /// Serves a live id here, or hands the request (body restored) to tonic.
+    async fn stream_audio(mut self, req: Request<Body>) -> Result<Response<Body>, Infallible> {
+        let (parts, body) = req.into_parts();
+        let Ok(collected) = Limited::new(body, MAX_REQUEST).collect().await else {
+            return Ok(Status::invalid_argument("unreadable StreamAudio request").into_http());
+        };
+        let bytes = collected.to_bytes();
+        let live_req = match (parts.extensions.get::<Caller>(), decode_request(&bytes)) {
+            (Some(who), Some(r)) => match self.media.info(who, r.track_id).await {
+                Ok(m) if m.kind == "live" => Some((who.clone(), r)),
+                _ => None,
+            },
+            _ => None,
+        };
+        let Some((who, r)) = live_req else {
+            let req = Request::from_parts(parts, Body::new(Full::new(bytes)));
+            return self.inner.call(req).await;
+        };
+        if !matches!(r.format.trim(), "" | "ogg" | "opus") {
+            return Ok(Status::invalid_argument(
+                "format: live streams are sent as Ogg Opus (\"ogg\")",
+            )
+            .into_http());
+        }
+        if r.start_ms != 0 {
+            return Ok(
+                Status::invalid_argument("start_ms: a live stream starts at its live edge")
+                    .into_http(),
+            );
+        }
+        let country = parts
+            .headers
+            .get("x-country")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
+        let listen = ListenRequest {
+            stream_id: r.track_id,
+            country,
+        };
+        match self.live.listen(&who, listen).await {
+            Ok((m, feed)) => Ok(response(LiveBody::new(m.id, feed, self.shutdown.clone()))),
+            Err(e) => Ok(Status::from(e).into_http()),
+        }
+    }
+}
+
+/// An uncompressed gRPC message frame, or `None` when it is not one.
+fn decode_request(b: &Bytes) -> Option<pb::StreamAudioRequest> {
+    if b.len() < 5 || b[0] != 0 {
+        return None;
+    }
+    let len = u32::from_be_bytes([b[1], b[2], b[3], b[4]]) as usize;
+    if b.len() != 5 + len {
+        return None;
+    }
+    pb::StreamAudioRequest::decode(&b[5..]).ok()
+}
+
+fn response(body: LiveBody) -> Response<Body> {
+    let mut r = Response::new(Body::new(body));
+    r.headers_mut()
+        .insert("content-type", HeaderValue::from_static("application/grpc"));
+    r
+}
+
+/// The gRPC frame of `page` as an `AudioChunk` of stream `id`, encoded on first use.
+fn wire(id: i64, page: &Page) -> Bytes {
+    page.wire
+        .get_or_init(|| {
+            let msg = pb::AudioChunk {
+                stream_id: id,
+                chunk_index: page.index as i32,
+                audio_data: page.data.clone(),
+                sample_rate: 48_000,
+                channels: i32::from(page.channels),
+                codec: "opus".into(),
+                timestamp: Some(prost_types::Timestamp {
+                    seconds: (page.timestamp_ms / 1000) as i64,
+                    nanos: ((page.timestamp_ms % 1000) * 1_000_000) as i32,
+                }),
+            };
+            let len = msg.encoded_len();
+            let mut b = BytesMut::with_capacity(5 + len);
+            b.put_u8(0);
+            b.put_u32(len as u32);
+            // Encoding into a buffer of the exact length cannot fail.
+            let _ = msg.encode(&mut b);
+            b.freeze()
+        })
+        .clone()
+}
+
+/// One listener's response body: shared frames, then `grpc-status` trailers.
+struct LiveBody {
+    id: i64,
+    feed: LiveFeed,
+    shutdown: Pin<Box<dyn Future<Output = ()> + Send>>,
+    done: bool,
+}
+
+impl LiveBody {
+    fn new(id: i64, feed: LiveFeed, mut sd: Shutdown) -> Self {
+        LiveBody {
+            id,
+            feed,
+            shutdown: Box::pin(async move { sd.wait().await }),
+            done: false,
+        }
+    }
+
+    fn end(&mut self, status: Status) -> Poll<Option<Result<Frame<Bytes>, Status>>> {
+        self.done = true;
+        let mut trailers = HeaderMap::new();
+        trailers.insert("grpc-status", HeaderValue::from(status.code() as i32));
+        if let Ok(v) = HeaderValue::from_str(status.message())
+            && !status.message().is_empty()
+        {
+            trailers.insert("grpc-message", v);
+        }
+        Poll::Ready(Some(Ok(Frame::trailers(trailers))))
+    }
+}
+
+impl HttpBody for LiveBody {
+    type Data = Bytes;
+    type Error = Status;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Status>>> {
+        if self.done {
+            return Poll::Ready(None);
+        }
+        match self.feed.as_mut().poll_next(cx) {
+            Poll::Ready(Some(page)) => {
+                let frame = wire(self.id, &page);
+                return Poll::Ready(Some(Ok(Frame::data(frame))));
+            }
+            Poll::Ready(None) => return self.end(Status::ok("")),
+            Poll::Pending => {}
+        }
+        match self.shutdown.as_mut().poll(cx) {
+            Poll::Ready(()) => self.end(Status::unavailable("server is shutting down")),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.done
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn frames_decode_as_audio_chunks() {
+        let page = Page::new(7, 1500, 2, Bytes::from_static(b"OggS page"), 0);
+        let frame = wire(42, &page);
+        assert_eq!(frame[0], 0);
+        let len = u32::from_be_bytes([frame[1], frame[2], frame[3], frame[4]]) as usize;
+        assert_eq!(frame.len(), 5 + len);
+        let c = pb::AudioChunk::decode(&frame[5..]).expect("decodes");
+        assert_eq!((c.stream_id, c.chunk_index, c.channels), (42, 7, 2));
+        assert_eq!(&c.audio_data[..], b"OggS page");
+        // Encoded once: the second call hands out the same buffer.
+        assert_eq!(wire(42, &page).as_ptr(), frame.as_ptr());
+    }
+
+    #[test]
+    fn only_plain_frames_are_read_here() {
+        let msg = pb::StreamAudioRequest {
+            track_id: 9,
+            ..Default::default()
+        };
+        let mut b = vec![0u8];
+        b.extend_from_slice(&(msg.encoded_len() as u32).to_be_bytes());
+        b.extend_from_slice(&msg.encode_to_vec());
+        assert_eq!(
+            decode_request(&Bytes::from(b.clone())).map(|r| r.track_id),
+            Some(9)
+        );
+        b[0] = 1; // compressed: left to tonic
+        assert!(decode_request(&Bytes::from(b.clone())).is_none());
+        assert!(decode_request(&Bytes::from_static(b"\0\0\0")).is_none());
+    }
+}

@@ -1,8 +1,8 @@
 //! Live load tool (loopback only), one client for both servers so the figures compare:
 //!
 //! - `live_load veza URL PID LISTENERS CONNECTIONS SECONDS`: logs in as the demo user of
-//!   `veza serve --demo`, starts a live stream, publishes a 48 kHz stereo tone as pcm_s16le at
-//!   real-time pace, and opens LISTENERS `StreamAudio` calls spread over CONNECTIONS HTTP/2
+//!   `veza serve --demo`, starts a live stream, publishes a 48 kHz stereo tone as 128 kbps Opus
+//!   packets at real-time pace (passed through, as Icecast passes pages through), and opens LISTENERS `StreamAudio` calls spread over CONNECTIONS HTTP/2
 //!   connections.
 //! - `live_load icecast URL PID LISTENERS SECONDS`: LISTENERS plain HTTP GETs of an Icecast mount
 //!   (one TCP connection each), fed by someone else (e.g. `ffmpeg -re … icecast://…`).
@@ -15,7 +15,7 @@ use std::{
     net::ToSocketAddrs,
     sync::{
         Arc, Mutex,
-        atomic::{AtomicBool, Ordering},
+        atomic::{AtomicBool, AtomicUsize, Ordering},
     },
     time::{Duration, Instant},
 };
@@ -34,6 +34,10 @@ use veza_proto::{
 const MAX_LISTENERS: usize = 20_000;
 const MAX_SECONDS: u64 = 600;
 const WARMUP: Duration = Duration::from_secs(3);
+/// Audio per chunk the producer sends: one 20 ms Opus packet, like an Ogg Opus source.
+const PRODUCER_CHUNK_MS: u64 = 20;
+/// Icecast accepts connections slowly (short listen queue): connect this many at a time.
+const CONNECTING_AT_ONCE: usize = 32;
 
 /// What one listener saw during the measured window.
 #[derive(Default, Clone)]
@@ -120,7 +124,7 @@ async fn veza(url: &str, pid: u32, n: usize, conns: usize, secs: u64) -> anyhow:
                 title: "live_load".into(),
                 sample_rate: 48_000,
                 channels: 2,
-                codec: "pcm_s16le".into(),
+                codec: "opus".into(),
                 ..Default::default()
             },
         ))
@@ -134,14 +138,18 @@ async fn veza(url: &str, pid: u32, n: usize, conns: usize, secs: u64) -> anyhow:
         token.clone(),
         id,
         stop.clone(),
+        t0,
     ));
     tokio::time::sleep(Duration::from_millis(500)).await;
+    let rss0 = rss_kb(pid)?;
     let window: Arc<Mutex<Option<Instant>>> = Arc::new(Mutex::new(None));
+    let settled = Arc::new(AtomicUsize::new(0));
     let mut tasks = Vec::with_capacity(n);
     for i in 0..n {
         let ch = channels[i % conns].clone();
         let token = token.clone();
         let window = window.clone();
+        let settled = settled.clone();
         tasks.push(tokio::spawn(async move {
             let mut c = StreamServiceClient::new(ch);
             let req = authed(
@@ -151,10 +159,9 @@ async fn veza(url: &str, pid: u32, n: usize, conns: usize, secs: u64) -> anyhow:
                     ..Default::default()
                 },
             );
-            let mut s = match c.stream_audio(req).await {
-                Ok(r) => r.into_inner(),
-                Err(e) => return Err(e),
-            };
+            let opened = c.stream_audio(req).await;
+            settled.fetch_add(1, Ordering::SeqCst);
+            let mut s = opened?.into_inner();
             let mut seen = Seen::default();
             let mut last_index = 0;
             while let Some(m) = s.next().await {
@@ -176,19 +183,22 @@ async fn veza(url: &str, pid: u32, n: usize, conns: usize, secs: u64) -> anyhow:
                     let ts = m
                         .timestamp
                         .map_or(0, |t| t.seconds as u64 * 1000 + t.nanos as u64 / 1_000_000);
-                    // The page's last sample was sent by the producer at t0 + ts + page length.
+                    // The producer sent the chunk holding the page's last sample at
+                    // t0 + ts + page length - one chunk.
                     let page_ms = page_duration_ms(&m.audio_data);
                     seen.media_ms += page_ms;
                     seen.bytes += m.audio_data.len() as u64;
-                    let sent = t0 + Duration::from_millis(ts + page_ms);
+                    let sent = t0
+                        + Duration::from_millis((ts + page_ms).saturating_sub(PRODUCER_CHUNK_MS));
                     seen.latencies_ms
                         .push(Instant::now().saturating_duration_since(sent).as_millis() as u32);
                 }
             }
-            Ok(seen)
+            Ok::<_, tonic::Status>(seen)
         }));
     }
     // Every listener connected (or failed): start the window after a warm-up.
+    all_settled(&settled, n).await;
     tokio::time::sleep(WARMUP).await;
     let cpu0 = cpu_ticks(pid)?;
     let start = Instant::now();
@@ -212,33 +222,54 @@ async fn veza(url: &str, pid: u32, n: usize, conns: usize, secs: u64) -> anyhow:
             _ => failed += 1,
         }
     }
-    report("veza", n, failed, &seen, wall, cpu1 - cpu0, rss);
+    report("veza", n, failed, &seen, wall, cpu1 - cpu0, (rss0, rss));
     Ok(())
 }
 
-/// Publishes a 440 Hz stereo tone in 100 ms pcm_s16le chunks at real-time pace.
-async fn produce(ch: tonic::transport::Channel, token: String, id: i64, stop: Arc<AtomicBool>) {
-    let (tx, rx) = tokio::sync::mpsc::channel(8);
+/// Publishes a 440 Hz stereo tone as 128 kbps Opus packets (one per 20 ms chunk, passed through
+/// by the server, as Icecast passes ffmpeg's pages through) at real-time pace from `t0`.
+async fn produce(
+    ch: tonic::transport::Channel,
+    token: String,
+    id: i64,
+    stop: Arc<AtomicBool>,
+    t0: Instant,
+) {
+    let (tx, rx) = tokio::sync::mpsc::channel(64);
     let sender = tokio::spawn(async move {
-        let t0 = tokio::time::Instant::now();
+        let t0 = tokio::time::Instant::from_std(t0);
+        let settings = veza_media_core::encode::EncoderSettings {
+            bitrate_kbps: 128,
+            complexity: veza_media_core::encode::DEFAULT_COMPLEXITY,
+        };
+        let Ok(mut enc) = veza_media_core::encode::OpusEncoder::new(2, settings) else {
+            return;
+        };
         let mut k = 0u64;
         while !stop.load(Ordering::SeqCst) {
-            tokio::time::sleep_until(t0 + Duration::from_millis(k * 100)).await;
-            let mut pcm = Vec::with_capacity(4800 * 4);
-            for i in 0..4800u64 {
-                let t = (k * 4800 + i) as f64 / 48_000.0;
-                let v = ((t * 440.0 * std::f64::consts::TAU).sin() * 12_000.0) as i16;
-                pcm.extend_from_slice(&v.to_le_bytes());
-                pcm.extend_from_slice(&v.to_le_bytes());
-            }
-            let chunk = AudioChunk {
-                stream_id: id,
-                chunk_index: k as i32,
-                audio_data: pcm.into(),
-                ..Default::default()
-            };
-            if tx.send(chunk).await.is_err() {
-                break;
+            tokio::time::sleep_until(t0 + Duration::from_millis(k * PRODUCER_CHUNK_MS)).await;
+            let pcm: Vec<f32> = (0..960u64)
+                .flat_map(|i| {
+                    let t = (k * 960 + i) as f64 / 48_000.0;
+                    let v = ((t * 440.0 * std::f64::consts::TAU).sin() * 0.4) as f32;
+                    [v, v]
+                })
+                .collect();
+            let mut packets = Vec::new();
+            let _ = enc.push(&pcm, &mut |p| {
+                packets.push(bytes::Bytes::copy_from_slice(p));
+                Ok(())
+            });
+            for p in packets {
+                let chunk = AudioChunk {
+                    stream_id: id,
+                    chunk_index: k as i32,
+                    audio_data: p,
+                    ..Default::default()
+                };
+                if tx.send(chunk).await.is_err() {
+                    return;
+                }
             }
             k += 1;
         }
@@ -277,17 +308,23 @@ async fn icecast(url: &str, pid: u32, n: usize, secs: u64) -> anyhow::Result<()>
             .split_once('/')
             .map_or("", |x| x.1)
     );
+    let rss0 = rss_kb(pid)?;
     let window: Arc<Mutex<Option<Instant>>> = Arc::new(Mutex::new(None));
     let stop = Arc::new(AtomicBool::new(false));
+    let connecting = Arc::new(tokio::sync::Semaphore::new(CONNECTING_AT_ONCE));
+    let settled = Arc::new(AtomicUsize::new(0));
     let mut tasks = Vec::with_capacity(n);
     for _ in 0..n {
         let (hostport, path, window, stop) =
             (hostport.clone(), path.clone(), window.clone(), stop.clone());
+        let (connecting, settled) = (connecting.clone(), settled.clone());
         tasks.push(tokio::spawn(async move {
-            use tokio::io::AsyncWriteExt;
-            let mut s = tokio::net::TcpStream::connect(&hostport).await?;
-            s.write_all(format!("GET {path} HTTP/1.0\r\nHost: {hostport}\r\n\r\n").as_bytes())
-                .await?;
+            let opened = {
+                let _permit = connecting.acquire().await?;
+                connect_http(&hostport, &path).await
+            };
+            settled.fetch_add(1, Ordering::SeqCst);
+            let mut s = opened?;
             let mut buf = vec![0u8; 16 << 10];
             let mut seen = Seen::default();
             while !stop.load(Ordering::Relaxed) {
@@ -303,6 +340,7 @@ async fn icecast(url: &str, pid: u32, n: usize, secs: u64) -> anyhow::Result<()>
             anyhow::Ok(seen)
         }));
     }
+    all_settled(&settled, n).await;
     tokio::time::sleep(WARMUP).await;
     let cpu0 = cpu_ticks(pid)?;
     let start = Instant::now();
@@ -326,8 +364,34 @@ async fn icecast(url: &str, pid: u32, n: usize, secs: u64) -> anyhow::Result<()>
             _ => failed += 1,
         }
     }
-    report("icecast", n, failed, &seen, wall, cpu1 - cpu0, rss);
+    report("icecast", n, failed, &seen, wall, cpu1 - cpu0, (rss0, rss));
     Ok(())
+}
+
+/// Waits (at most two minutes) until every listener has connected or failed.
+async fn all_settled(settled: &AtomicUsize, n: usize) {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while settled.load(Ordering::SeqCst) < n && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Opens `GET path` with a few retries (Icecast's accept queue is short).
+async fn connect_http(hostport: &str, path: &str) -> anyhow::Result<tokio::net::TcpStream> {
+    use tokio::io::AsyncWriteExt;
+    let mut last = None;
+    for attempt in 0..5u64 {
+        match tokio::net::TcpStream::connect(hostport).await {
+            Ok(mut s) => {
+                s.write_all(format!("GET {path} HTTP/1.0\r\nHost: {hostport}\r\n\r\n").as_bytes())
+                    .await?;
+                return Ok(s);
+            }
+            Err(e) => last = Some(e),
+        }
+        tokio::time::sleep(Duration::from_millis(50 * (attempt + 1))).await;
+    }
+    Err(last.map_or_else(|| anyhow::anyhow!("connect failed"), Into::into))
 }
 
 fn report(
@@ -337,7 +401,7 @@ fn report(
     seen: &[Seen],
     wall: Duration,
     ticks: u64,
-    rss_kb: u64,
+    (rss0_kb, rss_kb): (u64, u64),
 ) {
     let wall_ms = wall.as_millis() as f64;
     let mut rates: Vec<f64> = seen.iter().map(|s| s.media_ms as f64 / wall_ms).collect();
@@ -363,11 +427,12 @@ fn report(
     let cpu = ticks as f64 / hz / wall.as_secs_f64() * 100.0;
     let mb: f64 = seen.iter().map(|s| s.bytes).sum::<u64>() as f64 / 1e6;
     println!(
-        "{name}: listeners {n} (failed {failed}), window {:.1}s, server CPU {cpu:.1}% of a core, RSS {:.1} MB ({:.1} KB/listener), \
+        "{name}: listeners {n} (failed {failed}), window {:.1}s, server CPU {cpu:.1}% of a core, RSS {:.1} MB (before listeners {:.1} MB; {:.1} KB/listener added), \
          rate vs real time p1 {:.3} p50 {:.3} (<0.99: {below}), gaps/skips {gaps}, latency p50 {} ms p99 {} ms, received {mb:.1} MB",
         wall.as_secs_f64(),
         rss_kb as f64 / 1024.0,
-        rss_kb as f64 / n.max(1) as f64,
+        rss0_kb as f64 / 1024.0,
+        rss_kb.saturating_sub(rss0_kb) as f64 / n.max(1) as f64,
         pct(&rates, 0.01),
         pct(&rates, 0.5),
         lp(0.5),

@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# Live fan-out, Veza and Icecast side by side in one run, measured by the same client
+# (target/release/live_load, one TCP connection per listener for both).
+#   benches/live-vs-icecast.sh CHUNK_MS SECONDS N [N…]
+# e.g. benches/live-vs-icecast.sh 1000 20 1000 3000 6000
+# Needs: cargo build --release -p veza-control-plane -p veza-benches; icecast2 and ffmpeg
+# (Debian packages). Veza runs `veza serve --demo` on a temp dir with --live-chunk-ms CHUNK_MS;
+# Icecast gets a 128 kbps CBR Ogg Opus stream from `ffmpeg -re` with pages of CHUNK_MS.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+chunk_ms=$1; secs=$2; shift 2
+ulimit -n 20000
+bin=target/release
+work=$(mktemp -d)
+trap 'kill $(jobs -p) 2>/dev/null || true; [ -f /tmp/veza-icecast/icecast.pid ] && kill "$(cat /tmp/veza-icecast/icecast.pid)" 2>/dev/null; rm -rf "$work"' EXIT
+
+for n in "$@"; do
+  # Veza
+  VEZA_DATA_DIR=$work/veza-$n VEZA_GRPC_ADDR=127.0.0.1:19090 VEZA_HTTP_ADDR=127.0.0.1:18080 \
+    VEZA_LIVE_CHUNK_MS=$chunk_ms VEZA_LIVE_BITRATE=128 RUST_LOG=warn \
+    $bin/veza serve --demo >"$work/veza-$n.log" 2>&1 &
+  vpid=$!
+  for _ in $(seq 100); do (echo >/dev/tcp/127.0.0.1/19090) 2>/dev/null && break; sleep 0.1; done
+  $bin/live_load veza http://127.0.0.1:19090 "$vpid" "$n" "$n" "$secs"
+  kill "$vpid"; wait "$vpid" 2>/dev/null || true
+
+  # Icecast
+  mkdir -p /tmp/veza-icecast && chown icecast2 /tmp/veza-icecast
+  icecast2 -b -c benches/icecast/icecast.xml >/dev/null
+  for _ in $(seq 100); do (echo >/dev/tcp/127.0.0.1/8000) 2>/dev/null && break; sleep 0.1; done
+  ffmpeg -nostdin -loglevel error -re -f lavfi -i "sine=frequency=440:sample_rate=48000" -ac 2 \
+    -c:a libopus -b:a 128k -vbr off -page_duration $((chunk_ms * 1000)) -content_type audio/ogg -f ogg \
+    icecast://source:hackme@127.0.0.1:8000/live.opus &
+  fpid=$!
+  sleep 2
+  ipid=$(cat /tmp/veza-icecast/icecast.pid)
+  $bin/live_load icecast http://127.0.0.1:8000/live.opus "$ipid" "$n" "$secs"
+  kill "$fpid"; wait "$fpid" 2>/dev/null || true
+  kill "$ipid"; sleep 1
+done

@@ -29,6 +29,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         include_str!("../migrations/sqlite/0004_media.sql"),
         include_str!("../migrations/postgres/0004_media.sql"),
     ),
+    (
+        6,
+        include_str!("../migrations/sqlite/0006_media_claims.sql"),
+        include_str!("../migrations/postgres/0006_media_claims.sql"),
+    ),
 ];
 
 /// Applies every migration the database has not seen yet, each in its own transaction.

@@ -165,7 +165,17 @@ fn bad_live_settings_are_rejected() {
         LiveEncoder::new(
             pcm,
             &LiveOptions {
-                page_ms: 500,
+                page_ms: 1001,
+                ..LiveOptions::default()
+            }
+        )
+        .is_err()
+    );
+    assert!(
+        LiveEncoder::new(
+            pcm,
+            &LiveOptions {
+                page_ms: 0,
                 ..LiveOptions::default()
             }
         )

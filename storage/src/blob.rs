@@ -1,6 +1,9 @@
 //! The blob store: a local directory, memory, or any `object_store` URL.
 
-use std::{path::Path, sync::Arc};
+use std::{
+    path::{Path, PathBuf},
+    sync::Arc,
+};
 
 use bytes::Bytes;
 use object_store::{
@@ -13,15 +16,19 @@ use crate::error::{Result, StorageError};
 #[derive(Clone, Debug)]
 pub struct BlobStore {
     inner: Arc<dyn ObjectStore>,
+    /// The directory of a local store, whose objects are plain files under it.
+    local_root: Option<PathBuf>,
 }
 
 impl BlobStore {
     /// Opens `url` (`file:///…`, `memory://`, `s3://…` with the `s3` feature), or `dir` when `url` is None.
     pub fn open(url: Option<&str>, dir: &Path) -> Result<BlobStore> {
+        let mut local_root = None;
         let inner: Arc<dyn ObjectStore> = match url {
             None => {
                 std::fs::create_dir_all(dir)
                     .map_err(|e| StorageError::Config(format!("{}: {e}", dir.display())))?;
+                local_root = std::fs::canonicalize(dir).ok();
                 Arc::new(LocalFileSystem::new_with_prefix(dir)?)
             }
             Some("memory://") | Some("memory:///") => Arc::new(InMemory::new()),
@@ -30,12 +37,13 @@ impl BlobStore {
                     .map_err(|e| StorageError::Config(format!("blob URL {u:?}: {e}")))?;
                 if url.scheme() == "file" {
                     let _ = std::fs::create_dir_all(url.path());
+                    local_root = url.to_file_path().ok();
                 }
                 let (store, prefix) = object_store::parse_url(&url)?;
                 Arc::new(object_store::prefix::PrefixStore::new(store, prefix))
             }
         };
-        Ok(BlobStore { inner })
+        Ok(BlobStore { inner, local_root })
     }
 
     /// Stores `data` at `key`, replacing what was there.
@@ -52,6 +60,12 @@ impl BlobStore {
             .await?
             .bytes()
             .await?)
+    }
+
+    /// The file holding the object at `key` when the store is a local directory (keys made of
+    /// `[A-Za-z0-9_.-]` segments map to the same relative path); `None` for other stores.
+    pub fn local_path(&self, key: &str) -> Option<PathBuf> {
+        self.local_root.as_ref().map(|root| root.join(key))
     }
 
     /// The underlying store, for streaming and ranged access.

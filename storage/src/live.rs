@@ -72,14 +72,24 @@ impl Db {
         } else {
             ("live", "ended")
         };
+        // A recording is held for a minute while its instance stores it and takes the claim;
+        // if that instance dies meanwhile, the claim expires and another one processes it.
+        let now = now_ms();
+        let (claimer, until) = if recorded {
+            ("live-recording", now + 60_000)
+        } else {
+            ("", 0)
+        };
         let done = sqlx::query(
-            "UPDATE media SET kind = $1, status = $2, duration_ms = $3, updated_at = $4 \
-             WHERE id = $5 AND status = 'live'",
+            "UPDATE media SET kind = $1, status = $2, duration_ms = $3, updated_at = $4, claimed_by = $5, \
+             claim_until = $6 WHERE id = $7 AND status = 'live'",
         )
         .bind(kind)
         .bind(status)
         .bind(duration_ms)
-        .bind(now_ms())
+        .bind(now)
+        .bind(claimer)
+        .bind(until)
         .bind(id)
         .execute(&self.pool)
         .await?;
@@ -96,5 +106,32 @@ impl Db {
         .fetch_all(&self.pool)
         .await?;
         rows.iter().map(|r| Ok(r.try_get(0)?)).collect()
+    }
+}
+
+impl Db {
+    /// Records a live stream's stored recording (`parts` objects, `bytes` in all) on its
+    /// `processing` row and claims it for `claimer` until `claim_until`.
+    pub async fn adopt_recording(
+        &self,
+        id: i64,
+        parts: i64,
+        bytes: i64,
+        claimer: &str,
+        claim_until: i64,
+    ) -> Result<bool> {
+        let done = sqlx::query(
+            "UPDATE media SET chunks_received = $1, bytes_received = $2, file_size = $2, file_format = 'opus', \
+             claimed_by = $3, claim_until = $4, updated_at = $5 WHERE id = $6 AND status = 'processing'",
+        )
+        .bind(parts)
+        .bind(bytes)
+        .bind(claimer)
+        .bind(claim_until)
+        .bind(now_ms())
+        .bind(id)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() == 1)
     }
 }

@@ -30,6 +30,11 @@ pub struct MediaRecord {
     pub channels: i64,
     /// Rendition bitrates in kbps, ascending.
     pub renditions: Vec<i32>,
+    /// Only the owner (and admins) may see and play it.
+    pub is_private: bool,
+    /// The instance processing it (while `processing`), and until when (ms) its claim holds.
+    pub claimed_by: String,
+    pub claim_until: i64,
     pub created_at: i64,
     pub updated_at: i64,
 }
@@ -45,6 +50,7 @@ pub struct NewMedia<'a> {
     pub file_format: &'a str,
     pub file_size: i64,
     pub status: &'a str,
+    pub is_private: bool,
 }
 
 /// What probing an upload found.
@@ -59,15 +65,15 @@ pub struct ProbedMedia<'a> {
 
 const COLUMNS: &str = "id, kind, owner_id, title, description, genre, file_format, file_size, status, \
      error_message, bytes_received, chunks_received, sha256, duration_ms, source_codec, sample_rate, \
-     channels, renditions, created_at, updated_at";
+     channels, renditions, is_private, claimed_by, claim_until, created_at, updated_at";
 
 impl Db {
     /// Creates a media row.
     pub async fn create_media(&self, m: &NewMedia<'_>) -> Result<MediaRecord> {
         let now = now_ms();
         let row = sqlx::query(
-            "INSERT INTO media (kind, owner_id, title, description, genre, file_format, file_size, status, created_at, updated_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $9) RETURNING id",
+            "INSERT INTO media (kind, owner_id, title, description, genre, file_format, file_size, status, is_private, \
+             created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $10) RETURNING id",
         )
         .bind(m.kind)
         .bind(m.owner_id)
@@ -77,6 +83,7 @@ impl Db {
         .bind(m.file_format)
         .bind(m.file_size)
         .bind(m.status)
+        .bind(i64::from(m.is_private))
         .bind(now)
         .fetch_one(&self.pool)
         .await?;
@@ -96,28 +103,59 @@ impl Db {
         row.as_ref().map(media_from_row).transpose()
     }
 
-    /// Records chunk `index` of `len` bytes as durable, if it is the next one of an upload still
-    /// in progress. `false` when it was not (already recorded, a gap, or no longer uploading).
-    pub async fn record_media_chunk(&self, id: i64, index: i64, len: i64) -> Result<bool> {
-        let done = sqlx::query(
-            "UPDATE media SET chunks_received = chunks_received + 1, bytes_received = bytes_received + $1, updated_at = $2 \
-             WHERE id = $3 AND chunks_received = $4 AND status = 'uploading'",
+    /// Starts an upload stream: bumps the upload generation of a track still `uploading` and
+    /// returns (generation, chunks_received, bytes_received), or `None` when it is not uploading.
+    /// Only the stream holding the newest generation records progress, so a client resuming on a
+    /// new stream supersedes its old one.
+    pub async fn begin_media_upload(&self, id: i64) -> Result<Option<(i64, i64, i64)>> {
+        let row = sqlx::query(
+            "UPDATE media SET upload_gen = upload_gen + 1 WHERE id = $1 AND status = 'uploading' \
+             RETURNING upload_gen, chunks_received, bytes_received",
         )
-        .bind(len)
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.map(|r| Ok((r.try_get(0)?, r.try_get(1)?, r.try_get(2)?)))
+            .transpose()
+    }
+
+    /// Records that the first `chunks` chunks (`bytes` bytes) of an upload are durable. `false`
+    /// when the stream of generation `gen` no longer owns the upload (superseded, or complete).
+    pub async fn record_media_progress(
+        &self,
+        id: i64,
+        generation: i64,
+        chunks: i64,
+        bytes: i64,
+    ) -> Result<bool> {
+        let done = sqlx::query(
+            "UPDATE media SET chunks_received = $1, bytes_received = $2, updated_at = $3 \
+             WHERE id = $4 AND upload_gen = $5 AND status = 'uploading' AND chunks_received <= $1",
+        )
+        .bind(chunks)
+        .bind(bytes)
         .bind(now_ms())
         .bind(id)
-        .bind(index)
+        .bind(generation)
         .execute(&self.pool)
         .await?;
         Ok(done.rows_affected() == 1)
     }
 
-    /// Moves a complete, probed upload from `uploading` to `processing`. `false` when it was not
-    /// uploading any more (another stream closed it first).
-    pub async fn set_media_processing(&self, id: i64, p: &ProbedMedia<'_>) -> Result<bool> {
+    /// Moves a complete, probed upload from `uploading` to `processing`, claimed by `claimer`
+    /// until `claim_until` (ms). `false` when generation `gen` no longer owns the upload.
+    pub async fn set_media_processing(
+        &self,
+        id: i64,
+        generation: i64,
+        p: &ProbedMedia<'_>,
+        claimer: &str,
+        claim_until: i64,
+    ) -> Result<bool> {
         let done = sqlx::query(
             "UPDATE media SET status = 'processing', sha256 = $1, duration_ms = $2, source_codec = $3, sample_rate = $4, \
-             channels = $5, updated_at = $6 WHERE id = $7 AND status = 'uploading'",
+             channels = $5, updated_at = $6, claimed_by = $7, claim_until = $8 \
+             WHERE id = $9 AND status = 'uploading' AND upload_gen = $10",
         )
         .bind(p.sha256)
         .bind(p.duration_ms)
@@ -125,10 +163,67 @@ impl Db {
         .bind(p.sample_rate)
         .bind(p.channels)
         .bind(now_ms())
+        .bind(claimer)
+        .bind(claim_until)
         .bind(id)
+        .bind(generation)
         .execute(&self.pool)
         .await?;
         Ok(done.rows_affected() == 1)
+    }
+
+    /// Claims a `processing` track for `claimer` until `until` (ms) when nobody holds it: its
+    /// claim expired, or `claimer` holds it already. `true` when the claim is `claimer`'s.
+    /// One conditional `UPDATE`, so among instances racing for a track exactly one wins.
+    pub async fn claim_media(&self, id: i64, claimer: &str, until: i64) -> Result<bool> {
+        let done = sqlx::query(
+            "UPDATE media SET claimed_by = $1, claim_until = $2 \
+             WHERE id = $3 AND status = 'processing' AND (claim_until < $4 OR claimed_by = $1)",
+        )
+        .bind(claimer)
+        .bind(until)
+        .bind(id)
+        .bind(now_ms())
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    /// Extends every claim `claimer` holds to `until` (ms); returns how many.
+    pub async fn renew_media_claims(&self, claimer: &str, until: i64) -> Result<u64> {
+        let done = sqlx::query(
+            "UPDATE media SET claim_until = $1 WHERE claimed_by = $2 AND status = 'processing'",
+        )
+        .bind(until)
+        .bind(claimer)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected())
+    }
+
+    /// Gives up `claimer`'s claim on track `id` (work left for any instance to take).
+    pub async fn release_media_claim(&self, id: i64, claimer: &str) -> Result<()> {
+        sqlx::query(
+            "UPDATE media SET claim_until = 0 WHERE id = $1 AND claimed_by = $2 AND status = 'processing'",
+        )
+        .bind(id)
+        .bind(claimer)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Ids of `processing` tracks that `claimer` may claim (expired claims, or its own), oldest
+    /// first.
+    pub async fn claimable_media(&self, claimer: &str) -> Result<Vec<i64>> {
+        let rows = sqlx::query(
+            "SELECT id FROM media WHERE status = 'processing' AND (claim_until < $1 OR claimed_by = $2) ORDER BY id",
+        )
+        .bind(now_ms())
+        .bind(claimer)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(|r| Ok(r.try_get(0)?)).collect()
     }
 
     /// Marks a media row `failed` with `reason` (and the file's hash when known).
@@ -146,36 +241,62 @@ impl Db {
         Ok(())
     }
 
-    /// Marks a processed track `ready` with its renditions (kbps) and measured duration.
+    /// Marks a track that `claimer` processed `failed`; `false` when its claim was lost.
+    pub async fn set_media_processing_failed(
+        &self,
+        id: i64,
+        claimer: &str,
+        reason: &str,
+    ) -> Result<bool> {
+        let done = sqlx::query(
+            "UPDATE media SET status = 'failed', error_message = $1, updated_at = $2, claim_until = 0 \
+             WHERE id = $3 AND status = 'processing' AND claimed_by = $4",
+        )
+        .bind(reason)
+        .bind(now_ms())
+        .bind(id)
+        .bind(claimer)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    /// Marks a track that `claimer` processed `ready` with its renditions (kbps) and measured
+    /// duration; `false` when its claim was lost (another instance took it over).
     pub async fn set_media_ready(
         &self,
         id: i64,
+        claimer: &str,
         renditions: &[i32],
         duration_ms: i64,
         channels: i64,
-    ) -> Result<()> {
+    ) -> Result<bool> {
         let list = renditions
             .iter()
             .map(|r| r.to_string())
             .collect::<Vec<_>>()
             .join(",");
-        sqlx::query(
+        let done = sqlx::query(
             "UPDATE media SET status = 'ready', renditions = $1, duration_ms = $2, channels = $3, error_message = '', \
-             updated_at = $4 WHERE id = $5 AND status = 'processing'",
+             updated_at = $4, claim_until = 0 WHERE id = $5 AND status = 'processing' AND claimed_by = $6",
         )
         .bind(list)
         .bind(duration_ms)
         .bind(channels)
         .bind(now_ms())
         .bind(id)
+        .bind(claimer)
         .execute(&self.pool)
         .await?;
-        Ok(())
+        Ok(done.rows_affected() == 1)
     }
 
-    /// Sets the status of a media row as is (live streams ending, operators re-queueing).
+    /// Sets the status of a media row as is (live streams ending, operators re-queueing); any
+    /// processing claim is dropped, so a track set back to `processing` is taken up at once.
     pub async fn set_media_status(&self, id: i64, status: &str) -> Result<()> {
-        sqlx::query("UPDATE media SET status = $1, updated_at = $2 WHERE id = $3")
+        sqlx::query(
+            "UPDATE media SET status = $1, updated_at = $2, claimed_by = '', claim_until = 0 WHERE id = $3",
+        )
             .bind(status)
             .bind(now_ms())
             .bind(id)
@@ -234,6 +355,9 @@ fn media_from_row(r: &AnyRow) -> Result<MediaRecord> {
             .split(',')
             .filter_map(|s| s.trim().parse().ok())
             .collect(),
+        is_private: r.try_get::<i64, _>("is_private")? != 0,
+        claimed_by: r.try_get("claimed_by")?,
+        claim_until: r.try_get("claim_until")?,
         created_at: r.try_get("created_at")?,
         updated_at: r.try_get("updated_at")?,
     })

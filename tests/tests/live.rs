@@ -235,7 +235,7 @@ async fn listener_joins_mid_stream(b: Backend) {
     assert_eq!(ch, 2);
     let t0 = ts_ms(&chunks[1]);
     assert!(
-        (900..=1600).contains(&t0),
+        (600..=1700).contains(&t0),
         "joined near the live edge with a burst: {t0} ms"
     );
     // Well inside each one-second step of the source, the decoded tone has the source's
@@ -704,13 +704,28 @@ async fn stalled_listener_skips_ahead() {
         "the stalled listener skipped ahead (last index {last})"
     );
     more.await.expect("sent");
-    let metrics = reqwest_like_get(&format!("{}/metrics", s.http_url)).await;
-    let skips = metrics
-        .lines()
-        .find(|l| l.starts_with("veza_live_skips_total"))
-        .and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
-        .unwrap_or(0.0);
-    assert!(skips >= 1.0, "skip counted in /metrics");
+    let mut skips = 0.0;
+    let mut metrics = String::new();
+    for _ in 0..20 {
+        metrics = reqwest_like_get(&format!("{}/metrics", s.http_url)).await;
+        skips = metrics
+            .lines()
+            .find(|l| l.starts_with("veza_live_skips_total"))
+            .and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
+            .unwrap_or(0.0);
+        if skips >= 1.0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        skips >= 1.0,
+        "skip counted in /metrics: {:?}",
+        metrics
+            .lines()
+            .filter(|l| l.contains("skips"))
+            .collect::<Vec<_>>()
+    );
     assert!(
         rss_after < rss_before + 64 * 1024,
         "memory stayed bounded: {rss_before} → {rss_after} kB"

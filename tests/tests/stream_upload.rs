@@ -429,8 +429,47 @@ async fn api_keys_upload_for_an_owner(b: Backend) {
 on_both_backends!(
     resume_after_a_broken_stream,
     resume_after_a_restart,
+    resume_with_a_remote_blob_store,
     processing_interrupted_by_a_restart_is_picked_up,
     bad_input,
     streaming_while_processing_is_refused,
     api_keys_upload_for_an_owner,
 );
+
+/// With a blob store that is not a local directory the upload keeps a local working copy (for
+/// the probe and the processing); a resumed upload rebuilds it and its hash from the store.
+async fn resume_with_a_remote_blob_store(b: Backend) {
+    let Some(s) = TestServer::start_with(b, |c| c.blob_url = Some("memory://".into())).await else {
+        return;
+    };
+    let (_, token) = s.user("remote").await;
+    let data = fixture("stereo_44k.mp3");
+    let mut c = client(&s).await;
+    let id = create(&mut c, &token, "remote", data.len()).await.track_id;
+    let part: Vec<_> = chunks(id, &data, CHUNK, 0).into_iter().take(2).collect();
+    let e = send(&mut c, &token, part).await.unwrap_err();
+    assert_eq!(e.code(), Code::FailedPrecondition);
+    send(&mut c, &token, chunks(id, &data, CHUNK, 1))
+        .await
+        .expect("resumed");
+    let i = settle(&s, &token, id).await;
+    assert_eq!(i.status, "ready", "{}", i.error_message);
+    assert_eq!(
+        s.db().media(id).await.unwrap().unwrap().sha256,
+        sha256(&data)
+    );
+    assert!(
+        !play(
+            &s,
+            &token,
+            StreamAudioRequest {
+                track_id: id,
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap()
+        .is_empty()
+    );
+    s.stop().await;
+}

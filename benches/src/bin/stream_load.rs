@@ -1,8 +1,8 @@
 //! Stream load tool (loopback, embedded server with SQLite + local blobs in a temp dir):
 //!
-//! - `stream_load upload [MB]`: one client uploads MB megabytes (a WAV header + noise, sent as
-//!   1 MiB chunks; the file is refused by nobody until close) and the ingest rate up to the
-//!   last stored chunk is printed. The probe/processing afterwards is not part of the figure.
+//! - `stream_load upload [MB]`: one client uploads MB megabytes of noise as 1 MiB chunks and the
+//!   rate up to the server's answer to the close is printed (every chunk stored and hashed,
+//!   progress recorded, the file probed; noise fails the probe, so no processing follows).
 //! - `stream_load ready FILE`: uploads FILE (e.g. a 10-minute MP3 made by
 //!   `fixtures/bench-inputs.sh`) and prints the time from upload close to `ready`.
 //! - `stream_load listen [LISTENERS] [FILE]`: uploads FILE (default: the stereo WAV fixture),
@@ -129,7 +129,7 @@ async fn upload_rate(url: &str, token: &str, mb: u64) -> anyhow::Result<()> {
     let r = upload(url, token, &data).await;
     let secs = t.elapsed().as_secs_f64();
     println!(
-        "uploaded {mb} MiB in {secs:.2}s: {:.0} MB/s (incl. assembly, hashing and probe at close; close answered {:?})",
+        "uploaded {mb} MiB in {secs:.2}s: {:.0} MB/s (up to the close's answer: stored, hashed, probed; close answered {:?})",
         len as f64 / secs / 1e6,
         r.err()
             .map(|e| e.to_string().chars().take(60).collect::<String>())

@@ -100,6 +100,7 @@ impl StreamService for StreamApi {
             genre: r.genre,
             file_format: r.file_format,
             file_size: r.file_size,
+            is_private: r.is_private,
         };
         let m = self.media.create_track(&who, track).await?;
         Ok(Response::new(self.upload_response(&m)))

@@ -2,18 +2,25 @@
 //! object per chunk, background processing by the media core, on-demand playback from an
 //! in-memory rendition cache, and signed HTTP URLs. See docs/ARCHITECTURE.md, "Media".
 //!
-//! Object store layout: `uploads/<id>/<index>` (chunks while uploading), `media/<id>/source`
-//! (the uploaded file), `media/<id>/<kbps>k.opus` + `<kbps>k.index.json` (renditions),
+//! Object store layout: `uploads/<id>/<index>` (the uploaded file as its chunks, kept as the
+//! source), `media/<id>/<kbps>k.opus` + `<kbps>k.index.json` (renditions),
 //! `media/<id>/waveform.json` and `waveform.dat`.
 
 mod cache;
+mod claims;
+mod parts;
 mod play;
 mod process;
 mod recording;
 mod upload;
 mod urls;
 
-use std::{path::PathBuf, sync::Arc, time::Duration};
+use std::{
+    collections::HashSet,
+    path::PathBuf,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
 
 use tokio::sync::Semaphore;
 use veza_storage::{BlobStore, Db, MediaRecord, NewMedia};
@@ -54,6 +61,8 @@ pub struct NewTrack {
     pub genre: String,
     pub file_format: String,
     pub file_size: i64,
+    /// Only the owner (and admins) may see and play it.
+    pub is_private: bool,
 }
 
 /// The media domain; cheap to clone.
@@ -73,6 +82,10 @@ struct Inner {
     signer: UrlSigner,
     workers: Arc<Semaphore>,
     shutdown: Shutdown,
+    /// This instance's name in processing claims (stable across restarts of one data dir).
+    instance: String,
+    /// Tracks queued or processing here, so the claim sweep does not queue them twice.
+    queued: Mutex<HashSet<i64>>,
 }
 
 impl Media {
@@ -87,6 +100,7 @@ impl Media {
         shutdown: Shutdown,
     ) -> anyhow::Result<Media> {
         std::fs::create_dir_all(&opts.tmp_dir)?;
+        let instance = claims::instance_id(&opts.tmp_dir)?;
         let candidate = hex::encode(crate::auth::secrets::random_bytes::<32>());
         let secret = db.media_url_secret(&candidate).await?;
         let key = hex::decode(&secret).unwrap_or_else(|_| secret.into_bytes());
@@ -102,13 +116,14 @@ impl Media {
                 metrics,
                 opts,
                 shutdown,
+                instance,
+                queued: Mutex::new(HashSet::new()),
             }),
         };
-        let pending = media.inner.db.media_ids_with_status("processing").await?;
-        for id in pending {
-            tracing::info!(media_id = id, "re-queueing interrupted processing");
-            media.enqueue(id, None);
-        }
+        // Interrupted work (ours, or an instance's whose claim expired) is taken up now, and
+        // then swept for periodically while claims are renewed.
+        media.sweep_claims().await?;
+        media.spawn_claim_keeper();
         Ok(media)
     }
 
@@ -164,15 +179,26 @@ impl Media {
                 file_format: &t.file_format,
                 file_size: t.file_size,
                 status: "uploading",
+                is_private: t.is_private,
             })
             .await?;
         Ok(m)
     }
 
-    /// A track or live stream. Tracks are visible to every authenticated caller (documented in
-    /// docs/ARCHITECTURE.md); unknown ids are `NOT_FOUND`.
-    pub async fn info(&self, _who: &Caller, id: i64) -> Result<MediaRecord> {
-        self.inner.db.media(id).await?.ok_or_else(|| not_found(id))
+    /// A track or live stream. Public ones are visible to every authenticated caller; private
+    /// ones only to their owner and admins, and to anyone else they do not exist (`NOT_FOUND`,
+    /// like unknown ids).
+    pub async fn info(&self, who: &Caller, id: i64) -> Result<MediaRecord> {
+        let m = self
+            .inner
+            .db
+            .media(id)
+            .await?
+            .ok_or_else(|| not_found(id))?;
+        if m.is_private && !who.may_act_for(m.owner_id) {
+            return Err(not_found(id));
+        }
+        Ok(m)
     }
 
     /// Signed (audio_url, waveform_url) of media `id`.

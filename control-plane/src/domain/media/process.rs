@@ -1,32 +1,56 @@
 //! Background processing: renditions, waveform and seek indexes by the media core, at most
-//! `processing_workers` at a time, each on a blocking thread.
+//! `processing_workers` at a time, each on a blocking thread, for the tracks this instance has
+//! claimed (see `claims.rs`).
 
-use std::{collections::HashMap, path::PathBuf};
+use std::collections::HashMap;
 
 use bytes::Bytes;
 use veza_media_core::{Ingest, IngestOptions, MediaError};
 
-use super::{DomainError, Media, cache::Loaded};
+use super::{DomainError, Media, cache::Loaded, parts::SourceFile};
 
 impl Media {
-    /// Queues media `id` (status `processing`) for processing; `local` is its source file when
-    /// this instance already holds it.
-    pub(super) fn enqueue(&self, id: i64, local: Option<PathBuf>) {
+    /// Queues media `id` (status `processing`, claimed by this instance) for processing;
+    /// `local` is its source when this instance already holds it.
+    pub(super) fn enqueue(&self, id: i64, local: Option<SourceFile>) {
+        if !self.mark_queued(id) {
+            return;
+        }
         let media = self.clone();
         tokio::spawn(async move {
-            let Ok(_permit) = media.inner.workers.clone().acquire_owned().await else {
-                return;
-            };
-            if media.inner.shutdown.is_triggered() {
-                // Picked up again at the next start.
-                return;
+            let permit = media.inner.workers.clone().acquire_owned().await;
+            if permit.is_err() || media.inner.shutdown.is_triggered() {
+                // Left for the next start (or another instance) to take up.
+                let _ = media
+                    .inner
+                    .db
+                    .release_media_claim(id, media.instance())
+                    .await;
+            } else {
+                media.process(id, local.as_ref()).await;
             }
-            media.process(id, local).await;
+            if let Some(SourceFile::File(p)) = local {
+                let _ = tokio::fs::remove_file(p).await;
+            }
+            media.unmark_queued(id);
         });
     }
 
-    async fn process(&self, id: i64, local: Option<PathBuf>) {
-        let m = match self.inner.db.media(id).await {
+    async fn process(&self, id: i64, local: Option<&SourceFile>) {
+        let db = &self.inner.db;
+        // Still ours? (The claim may have expired and been taken while this waited.)
+        match db
+            .claim_media(id, self.instance(), self.claim_deadline())
+            .await
+        {
+            Ok(true) => {}
+            Ok(false) => return,
+            Err(e) => {
+                tracing::error!(media_id = id, error = %e, "processing: renewing the claim");
+                return;
+            }
+        }
+        let m = match db.media(id).await {
             Ok(Some(m)) if m.status == "processing" => m,
             Ok(_) => return,
             Err(e) => {
@@ -36,16 +60,22 @@ impl Media {
         };
         let started = std::time::Instant::now();
         let result = self.transcode(id, local).await;
-        let db = &self.inner.db;
         let (kind, title, outcome) = match result {
             Ok((renditions, duration_ms, channels)) => {
-                if let Err(e) = db
-                    .set_media_ready(id, &renditions, duration_ms, channels)
+                match db
+                    .set_media_ready(id, self.instance(), &renditions, duration_ms, channels)
                     .await
                 {
-                    // Left `processing`: the next start re-queues it.
-                    tracing::error!(media_id = id, error = %e, "processing: marking ready");
-                    return;
+                    Ok(true) => {}
+                    Ok(false) => {
+                        tracing::warn!(media_id = id, "processing: claim lost; result dropped");
+                        return;
+                    }
+                    Err(e) => {
+                        // Left `processing` and claimed: the claim expires and it is redone.
+                        tracing::error!(media_id = id, error = %e, "processing: marking ready");
+                        return;
+                    }
                 }
                 tracing::info!(media_id = id, elapsed = ?started.elapsed(), ?renditions, "track ready");
                 self.inner.analytics.emit(
@@ -68,9 +98,16 @@ impl Media {
             }
             Err(reason) => {
                 tracing::warn!(media_id = id, %reason, "processing failed");
-                if let Err(e) = db.set_media_failed(id, &reason, "").await {
-                    tracing::error!(media_id = id, error = %e, "processing: marking failed");
-                    return;
+                match db
+                    .set_media_processing_failed(id, self.instance(), &reason)
+                    .await
+                {
+                    Ok(true) => {}
+                    Ok(false) => return,
+                    Err(e) => {
+                        tracing::error!(media_id = id, error = %e, "processing: marking failed");
+                        return;
+                    }
                 }
                 self.inner.analytics.emit(
                     "track_failed",
@@ -105,16 +142,19 @@ impl Media {
     async fn transcode(
         &self,
         id: i64,
-        local: Option<PathBuf>,
+        local: Option<&SourceFile>,
     ) -> std::result::Result<(Vec<i32>, i64, i64), String> {
-        let path = match local.filter(|p| p.exists()) {
-            Some(p) => p,
-            None => self.fetch_source(id).await.map_err(internal)?,
+        let usable = local.filter(|s| !matches!(s, SourceFile::File(p) if !p.exists()));
+        let (source, fetched) = match usable {
+            Some(s) => (s.clone(), false),
+            None => self.stored_source(id).await.map_err(internal)?,
         };
         let bitrates = self.inner.opts.renditions.clone();
-        let p = path.clone();
-        let out = tokio::task::spawn_blocking(move || run_ingest(&p, bitrates)).await;
-        let _ = tokio::fs::remove_file(&path).await;
+        let src = source.clone();
+        let out = tokio::task::spawn_blocking(move || run_ingest(&src, bitrates)).await;
+        if let (true, SourceFile::File(p)) = (fetched, &source) {
+            let _ = tokio::fs::remove_file(p).await;
+        }
         let out = match out {
             Ok(Ok(out)) => out,
             Ok(Err(e)) => return Err(e.to_string()),
@@ -172,8 +212,8 @@ impl Media {
 
 /// Probes, keeps the renditions not above the source's own bitrate (at least the lowest), and
 /// runs the single-pass ingest.
-fn run_ingest(path: &std::path::Path, mut bitrates: Vec<u32>) -> veza_media_core::Result<Ingest> {
-    let info = veza_media_core::probe(std::fs::File::open(path)?)?;
+fn run_ingest(source: &SourceFile, mut bitrates: Vec<u32>) -> veza_media_core::Result<Ingest> {
+    let info = veza_media_core::probe(source.open()?)?;
     bitrates.sort_unstable();
     if info.bitrate_bps > 0 {
         let lowest = bitrates.first().copied();
@@ -191,7 +231,7 @@ fn run_ingest(path: &std::path::Path, mut bitrates: Vec<u32>) -> veza_media_core
         bitrates_kbps: bitrates,
         ..IngestOptions::default()
     };
-    veza_media_core::ingest(std::fs::File::open(path)?, &opts)
+    veza_media_core::ingest(source.open()?, &opts)
 }
 
 fn internal(e: DomainError) -> String {

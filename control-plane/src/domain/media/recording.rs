@@ -1,46 +1,57 @@
 //! Recordings of live streams become tracks with the same id: the Ogg Opus file written while on
-//! air is stored as the track's source and processed like an upload.
+//! air is stored like a finished upload (parts `uploads/<id>/<n>`), claimed by this instance and
+//! processed like an upload.
 
 use std::path::PathBuf;
 
-use object_store::{ObjectStoreExt, WriteMultipart, path::Path as ObjectPath};
+use bytes::Bytes;
 use tokio::io::AsyncReadExt;
 
-use super::{DomainError, Media, Result};
+use super::{DomainError, Media, Result, parts::SourceFile, upload::chunk_key};
+
+/// Bytes per stored part of a recording.
+const PART_BYTES: usize = 1 << 20;
 
 impl Media {
-    /// Stores the recording at `path` as the source of track `id` (already `processing`) and
-    /// queues its processing.
+    /// Stores the recording at `path` as the source of track `id` (already `processing`),
+    /// claims it and queues its processing.
     pub async fn adopt_recording(&self, id: i64, path: PathBuf) -> Result<()> {
-        let store = self.inner.blobs.store();
-        let upload = store
-            .put_multipart(&ObjectPath::from(format!("media/{id}/source")))
-            .await
-            .map_err(veza_storage::StorageError::from)?;
-        let mut writer = WriteMultipart::new(upload);
         let mut file = tokio::fs::File::open(&path)
             .await
             .map_err(|e| DomainError::Internal(e.into()))?;
-        let mut buf = vec![0u8; 1 << 20];
+        let (mut parts, mut bytes) = (0i64, 0i64);
         loop {
-            let n = file
-                .read(&mut buf)
-                .await
-                .map_err(|e| DomainError::Internal(e.into()))?;
-            if n == 0 {
+            let mut buf = vec![0u8; PART_BYTES];
+            let mut filled = 0;
+            while filled < PART_BYTES {
+                let n = file
+                    .read(&mut buf[filled..])
+                    .await
+                    .map_err(|e| DomainError::Internal(e.into()))?;
+                if n == 0 {
+                    break;
+                }
+                filled += n;
+            }
+            if filled == 0 {
                 break;
             }
-            writer
-                .wait_for_capacity(4)
-                .await
-                .map_err(veza_storage::StorageError::from)?;
-            writer.write(&buf[..n]);
+            buf.truncate(filled);
+            self.inner
+                .blobs
+                .put(&chunk_key(id, parts), Bytes::from(buf))
+                .await?;
+            parts += 1;
+            bytes += filled as i64;
         }
-        writer
-            .finish()
-            .await
-            .map_err(veza_storage::StorageError::from)?;
-        self.enqueue(id, Some(path));
+        let claimed = self
+            .inner
+            .db
+            .adopt_recording(id, parts, bytes, self.instance(), self.claim_deadline())
+            .await?;
+        if claimed {
+            self.enqueue(id, Some(SourceFile::File(path)));
+        }
         Ok(())
     }
 }

@@ -846,3 +846,36 @@ async fn two_instances_relay_and_count() {
     drop(p.tx);
     let _ = p.call.await;
 }
+
+/// Shutting the server down ends a live listener with `UNAVAILABLE` (it can reconnect).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_ends_live_listeners_with_unavailable() {
+    let Some(s) = TestServer::start_with(Backend::Sqlite, |c| c.live_chunk_ms = 100).await else {
+        return;
+    };
+    let (_, token) = s.user("late-show").await;
+    let mut c = client(&s).await;
+    let id = start(&mut c, &token, false).await;
+    let p = producer(s.channel().await, &token, id);
+    send_audio(&p, id, 0, 300, false).await;
+    let mut stream = open_listener(&mut c, &token, id).await;
+    let first = stream.next().await.expect("headers").expect("ok");
+    assert_eq!(first.chunk_index, 0);
+    let stopping = tokio::spawn(s.stop());
+    let end = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            match stream.next().await {
+                Some(Ok(_)) => continue,
+                other => return other,
+            }
+        }
+    })
+    .await
+    .expect("ends");
+    assert_eq!(
+        end.expect("a status").expect_err("not OK").code(),
+        Code::Unavailable
+    );
+    drop(p.tx);
+    stopping.await.expect("stops");
+}

@@ -98,6 +98,7 @@ fn loopback(url: &str) -> anyhow::Result<String> {
 
 async fn veza(url: &str, pid: u32, n: usize, conns: usize, secs: u64) -> anyhow::Result<()> {
     loopback(url)?;
+    let rss0 = rss_kb(pid)?;
     let mut auth = AuthServiceClient::connect(url.to_string()).await?;
     let token = auth
         .authenticate(AuthenticateRequest {
@@ -141,7 +142,6 @@ async fn veza(url: &str, pid: u32, n: usize, conns: usize, secs: u64) -> anyhow:
         t0,
     ));
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let rss0 = rss_kb(pid)?;
     let window: Arc<Mutex<Option<Instant>>> = Arc::new(Mutex::new(None));
     let settled = Arc::new(AtomicUsize::new(0));
     let mut tasks = Vec::with_capacity(n);
@@ -427,7 +427,7 @@ fn report(
     let cpu = ticks as f64 / hz / wall.as_secs_f64() * 100.0;
     let mb: f64 = seen.iter().map(|s| s.bytes).sum::<u64>() as f64 / 1e6;
     println!(
-        "{name}: listeners {n} (failed {failed}), window {:.1}s, server CPU {cpu:.1}% of a core, RSS {:.1} MB (before listeners {:.1} MB; {:.1} KB/listener added), \
+        "{name}: listeners {n} (failed {failed}), window {:.1}s, server CPU {cpu:.1}% of a core, RSS {:.1} MB (idle before the run {:.1} MB; {:.1} KB/listener added), \
          rate vs real time p1 {:.3} p50 {:.3} (<0.99: {below}), gaps/skips {gaps}, latency p50 {} ms p99 {} ms, received {mb:.1} MB",
         wall.as_secs_f64(),
         rss_kb as f64 / 1024.0,

@@ -4,7 +4,6 @@
 
 use std::{
     convert::Infallible,
-    future::Future,
     pin::Pin,
     task::{Context, Poll},
 };
@@ -185,20 +184,21 @@ fn wire(id: i64, page: &Page) -> Bytes {
         .clone()
 }
 
-/// One listener's response body: shared frames, then `grpc-status` trailers.
+/// One listener's response body: shared frames, then `grpc-status` trailers. On shutdown the
+/// live domain ends every feed, and the trailers then say `UNAVAILABLE`.
 struct LiveBody {
     id: i64,
     feed: LiveFeed,
-    shutdown: Pin<Box<dyn Future<Output = ()> + Send>>,
+    shutdown: Shutdown,
     done: bool,
 }
 
 impl LiveBody {
-    fn new(id: i64, feed: LiveFeed, mut sd: Shutdown) -> Self {
+    fn new(id: i64, feed: LiveFeed, shutdown: Shutdown) -> Self {
         LiveBody {
             id,
             feed,
-            shutdown: Box::pin(async move { sd.wait().await }),
+            shutdown,
             done: false,
         }
     }
@@ -228,15 +228,11 @@ impl HttpBody for LiveBody {
             return Poll::Ready(None);
         }
         match self.feed.as_mut().poll_next(cx) {
-            Poll::Ready(Some(page)) => {
-                let frame = wire(self.id, &page);
-                return Poll::Ready(Some(Ok(Frame::data(frame))));
+            Poll::Ready(Some(page)) => Poll::Ready(Some(Ok(Frame::data(wire(self.id, &page))))),
+            Poll::Ready(None) if self.shutdown.is_triggered() => {
+                self.end(Status::unavailable("server is shutting down"))
             }
-            Poll::Ready(None) => return self.end(Status::ok("")),
-            Poll::Pending => {}
-        }
-        match self.shutdown.as_mut().poll(cx) {
-            Poll::Ready(()) => self.end(Status::unavailable("server is shutting down")),
+            Poll::Ready(None) => self.end(Status::ok("")),
             Poll::Pending => Poll::Pending,
         }
     }

@@ -118,6 +118,8 @@ impl Live {
         tokio::spawn(async move { l.run_presence().await });
         let l = live.clone();
         tokio::spawn(async move { l.run_reaper().await });
+        let l = live.clone();
+        tokio::spawn(async move { l.end_feeds_on_shutdown().await });
         Ok(live)
     }
 
@@ -253,6 +255,16 @@ impl Live {
             tracing::info!(stream_id = id, "live stream ended without its producer");
         }
         Ok(())
+    }
+
+    /// On shutdown, ends every listener's feed here (the edge reports `UNAVAILABLE`); the
+    /// streams stay live in the database for their producers to come back after a restart.
+    async fn end_feeds_on_shutdown(&self) {
+        let mut shutdown = self.inner.shutdown.clone();
+        shutdown.wait().await;
+        for c in self.local_channels() {
+            c.end();
+        }
     }
 
     /// Ends the streams whose producer vanished with its instance (no heartbeat).

@@ -29,6 +29,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         include_str!("../migrations/sqlite/0004_media.sql"),
         include_str!("../migrations/postgres/0004_media.sql"),
     ),
+    (
+        5,
+        include_str!("../migrations/sqlite/0005_analytics_rollup.sql"),
+        include_str!("../migrations/postgres/0005_analytics_rollup.sql"),
+    ),
 ];
 
 /// Applies every migration the database has not seen yet, each in its own transaction.

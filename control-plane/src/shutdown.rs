@@ -1,5 +1,11 @@
 //! The shutdown signal shared by every task, and the guard that ends open streams with `UNAVAILABLE`.
 
+use std::{
+    future::Future,
+    pin::Pin,
+    task::{Context, Poll},
+};
+
 use futures::{Stream, StreamExt};
 use tokio::sync::watch;
 use tonic::Status;
@@ -45,25 +51,47 @@ impl Shutdown {
     }
 }
 
-/// Ends `stream` with `UNAVAILABLE` when the server shuts down.
+/// Ends `stream` with `UNAVAILABLE` when the server shuts down. What the stream has ready goes
+/// out first; the shutdown wait is registered once for the stream's life, not once per item.
 pub fn guard<T, S>(stream: S, shutdown: Shutdown) -> BoxStream<T>
 where
     T: Send + 'static,
     S: Stream<Item = Result<T, Status>> + Send + 'static,
 {
-    let state = (Box::pin(stream), shutdown, false);
-    Box::pin(futures::stream::unfold(
-        state,
-        |(mut s, mut sd, done)| async move {
-            if done {
-                return None;
+    let mut shutdown = shutdown;
+    let stop: StopFuture = Box::pin(async move { shutdown.wait().await });
+    Box::pin(Guarded {
+        stream: Box::pin(stream),
+        stop: Some(stop),
+    })
+}
+
+type StopFuture = Pin<Box<dyn Future<Output = ()> + Send>>;
+
+struct Guarded<T> {
+    stream: BoxStream<T>,
+    /// `None` once the stream has ended (either way).
+    stop: Option<StopFuture>,
+}
+
+impl<T> Stream for Guarded<T> {
+    type Item = Result<T, Status>;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let this = self.get_mut();
+        let Some(stop) = this.stop.as_mut() else {
+            return Poll::Ready(None);
+        };
+        if let Poll::Ready(item) = this.stream.poll_next_unpin(cx) {
+            if item.is_none() {
+                this.stop = None;
             }
-            tokio::select! {
-                biased;
-                // What is ready already (a final status update, say) still goes out first.
-                item = s.next() => item.map(|i| (i, (s, sd, false))),
-                _ = sd.wait() => Some((Err(Status::unavailable("server is shutting down")), (s, sd, true))),
-            }
-        },
-    ))
+            return Poll::Ready(item);
+        }
+        if stop.as_mut().poll(cx).is_ready() {
+            this.stop = None;
+            return Poll::Ready(Some(Err(Status::unavailable("server is shutting down"))));
+        }
+        Poll::Pending
+    }
 }

@@ -51,8 +51,7 @@ pub struct BucketRow {
 /// in a linear list, so the cost of binding grows with the square of the parameter count.
 const CHUNK: usize = 64;
 
-/// One hour in ms: the granularity of the `hour` column.
-const HOUR_MS: i64 = 3_600_000;
+use crate::rollup::{self, HOUR_MS};
 
 fn chunks(n: usize) -> Vec<usize> {
     let mut out = vec![CHUNK; n / CHUNK];
@@ -143,72 +142,97 @@ impl Db {
             q.execute(&mut *tx).await?;
             at += n;
         }
+        rollup::add(&mut tx, events).await?;
         tx.commit().await?;
         Ok(())
     }
 
     /// Counts and distinct users per time bucket (and group), computed in SQL.
     ///
-    /// Ungrouped hourly buckets starting on the hour group by the `hour` column, which the index
-    /// `(event_type, hour, user_id, ts)` delivers in order: no sort, and the distinct users of
-    /// each hour arrive sorted. Everything else buckets with `(ts - from) / interval` in two
-    /// levels (per bucket, group and user, then per bucket and group); the index still narrows
-    /// the scan to the hours of the range.
+    /// Ungrouped hourly buckets starting on the hour read the per-hour rollup (one row per
+    /// hour); a last partial hour (`to` not on the hour) is counted from the events, grouping by
+    /// the `hour` column, which the index `(event_type, hour, user_id, ts)` delivers in order.
+    /// Everything else buckets with `(ts - from) / interval` in two levels (per bucket, group and
+    /// user, then per bucket and group); the index still narrows the scan to the hours of the
+    /// range.
     pub async fn event_buckets(&self, q: &BucketQuery<'_>) -> Result<Vec<BucketRow>> {
         let first_hour = q.from.div_euclid(HOUR_MS);
         let end_hour = (q.to - 1).div_euclid(HOUR_MS) + 1;
         let hourly =
             q.group_by.is_none() && q.interval_ms == HOUR_MS && q.from.rem_euclid(HOUR_MS) == 0;
-        let query = if hourly {
-            sqlx::query(
-                "SELECT hour - $1 AS b, '' AS g, COUNT(*) AS c, \
-                   COUNT(DISTINCT CASE WHEN user_id <> 0 THEN user_id END) AS u \
-                 FROM events WHERE event_type = $2 AND hour >= $1 AND hour < $3 AND ts < $4 \
-                 GROUP BY hour ORDER BY hour",
-            )
-            .bind(first_hour)
-            .bind(q.event_type)
-            .bind(end_hour)
-            .bind(q.to)
-        } else {
-            let (join, group) = match q.group_by {
-                Some(_) => (
-                    "LEFT JOIN event_properties p ON p.event_id = e.id AND p.key = $7",
-                    "COALESCE(p.value, '')",
-                ),
-                None => ("", "''"),
-            };
-            let sql = format!(
-                "SELECT b, g, CAST(SUM(c) AS BIGINT) AS c, CAST(SUM(CASE WHEN u <> 0 THEN 1 ELSE 0 END) AS BIGINT) AS u FROM (\
-                   SELECT (e.ts - $1) / $2 AS b, {group} AS g, e.user_id AS u, COUNT(*) AS c \
-                   FROM events e {join} \
-                   WHERE e.event_type = $3 AND e.hour >= $5 AND e.hour < $6 AND e.ts >= $1 AND e.ts < $4 \
-                   GROUP BY b, g, u\
-                 ) t GROUP BY b, g ORDER BY b, g"
-            );
-            let query = sqlx::query(sqlx::AssertSqlSafe(sql))
-                .bind(q.from)
-                .bind(q.interval_ms)
-                .bind(q.event_type)
-                .bind(q.to)
-                .bind(first_hour)
-                .bind(end_hour);
-            match q.group_by {
-                Some(key) => query.bind(key),
-                None => query,
-            }
-        };
-        let rows = query.fetch_all(&self.pool).await?;
-        rows.iter()
-            .map(|r| {
-                Ok(BucketRow {
-                    bucket: r.try_get("b")?,
-                    group: r.try_get("g")?,
-                    count: r.try_get("c")?,
-                    unique_users: r.try_get("u")?,
+        if hourly {
+            let whole_end = q.to.div_euclid(HOUR_MS);
+            let mut out: Vec<BucketRow> = self
+                .rollup_hours(q.event_type, first_hour, whole_end)
+                .await?
+                .into_iter()
+                .map(|h| BucketRow {
+                    bucket: h.hour - first_hour,
+                    group: String::new(),
+                    count: h.count,
+                    unique_users: h.users,
                 })
-            })
-            .collect()
+                .collect();
+            if whole_end < end_hour {
+                out.extend(
+                    self.raw_hours(q, whole_end.max(first_hour), first_hour)
+                        .await?,
+                );
+            }
+            return Ok(out);
+        }
+        let (join, group) = match q.group_by {
+            Some(_) => (
+                "LEFT JOIN event_properties p ON p.event_id = e.id AND p.key = $7",
+                "COALESCE(p.value, '')",
+            ),
+            None => ("", "''"),
+        };
+        let sql = format!(
+            "SELECT b, g, CAST(SUM(c) AS BIGINT) AS c, CAST(SUM(CASE WHEN u <> 0 THEN 1 ELSE 0 END) AS BIGINT) AS u FROM (\
+               SELECT (e.ts - $1) / $2 AS b, {group} AS g, e.user_id AS u, COUNT(*) AS c \
+               FROM events e {join} \
+               WHERE e.event_type = $3 AND e.hour >= $5 AND e.hour < $6 AND e.ts >= $1 AND e.ts < $4 \
+               GROUP BY b, g, u\
+             ) t GROUP BY b, g ORDER BY b, g"
+        );
+        let query = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(q.from)
+            .bind(q.interval_ms)
+            .bind(q.event_type)
+            .bind(q.to)
+            .bind(first_hour)
+            .bind(end_hour);
+        let query = match q.group_by {
+            Some(key) => query.bind(key),
+            None => query,
+        };
+        bucket_rows(query.fetch_all(&self.pool).await?)
+    }
+
+    /// Hourly buckets counted from the events themselves, for the hours from `first` up to
+    /// `q.to`; bucket numbers count from `origin`.
+    async fn raw_hours(
+        &self,
+        q: &BucketQuery<'_>,
+        first: i64,
+        origin: i64,
+    ) -> Result<Vec<BucketRow>> {
+        let end_hour = (q.to - 1).div_euclid(HOUR_MS) + 1;
+        let rows = sqlx::query(
+            "SELECT hour - $1 AS b, '' AS g, COUNT(*) AS c, \
+               COUNT(DISTINCT CASE WHEN user_id <> 0 THEN user_id END) AS u \
+             FROM events WHERE event_type = $2 AND hour >= $5 AND hour < $3 AND ts < $4 \
+             GROUP BY hour ORDER BY hour",
+        )
+        .bind(origin)
+        .bind(q.event_type)
+        .bind(end_hour)
+        .bind(q.to)
+        .bind(first)
+        .fetch_all(&self.pool)
+        .await?;
+        bucket_rows(rows)
     }
 
     /// Deletes up to `limit` events with an id below `before_id` (and their properties); returns
@@ -235,6 +259,19 @@ impl Db {
         tx.commit().await?;
         Ok(done.rows_affected())
     }
+}
+
+fn bucket_rows(rows: Vec<sqlx::any::AnyRow>) -> Result<Vec<BucketRow>> {
+    rows.iter()
+        .map(|r| {
+            Ok(BucketRow {
+                bucket: r.try_get("b")?,
+                group: r.try_get("g")?,
+                count: r.try_get("c")?,
+                unique_users: r.try_get("u")?,
+            })
+        })
+        .collect()
 }
 
 #[cfg(test)]

@@ -10,6 +10,7 @@ mod media;
 mod messages;
 mod migrate;
 mod notifications;
+mod rollup;
 mod rooms;
 mod sessions;
 mod signing_keys;

@@ -30,6 +30,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         include_str!("../migrations/postgres/0004_media.sql"),
     ),
     (
+        5,
+        include_str!("../migrations/sqlite/0005_analytics_rollup.sql"),
+        include_str!("../migrations/postgres/0005_analytics_rollup.sql"),
+    ),
+    (
         6,
         include_str!("../migrations/sqlite/0006_media_claims.sql"),
         include_str!("../migrations/postgres/0006_media_claims.sql"),

@@ -3,6 +3,9 @@
 //! count and time.
 //!
 //! `chat_load send [SECONDS] [CONCURRENCY]` · `chat_load fanout [SUBSCRIBERS] [MESSAGES] [--nats URL]`
+//!
+//! The fan-out opens every subscription, sends one untimed warm-up message and waits until every
+//! subscriber has it, then sends MESSAGES timed messages 20 ms apart.
 
 use std::{
     sync::Arc,
@@ -134,25 +137,35 @@ async fn fanout(url: &str, token: &str, subscribers: usize, messages: usize) -> 
     let base = Arc::new(Instant::now());
     let mut tasks = Vec::new();
     let (ready_tx, mut ready_rx) = tokio::sync::mpsc::channel(subscribers);
+    let (opened_tx, mut opened_rx) = tokio::sync::mpsc::channel(subscribers);
     for i in 0..subscribers {
-        let (mut c, token, base, ready) = (
+        let (mut c, token, base, ready, opened) = (
             ChatServiceClient::new(chans[i % chans.len()].clone()),
             token.to_string(),
             base.clone(),
             ready_tx.clone(),
+            opened_tx.clone(),
         );
         tasks.push(tokio::spawn(async move {
             let req = StreamMessagesRequest {
                 room_id,
                 last_message_id: 0,
             };
-            let mut stream = c.stream_messages(authed(&token, req)).await?.into_inner();
+            let stream = c.stream_messages(authed(&token, req)).await?.into_inner();
+            // One timer per subscriber for the whole run (not one per delivery: 1,000 timer
+            // registrations per message would load the same cores as the server).
+            let give_up = Duration::from_secs(30) + Duration::from_millis(20) * messages as u32;
+            let mut stream = stream.take_until(Box::pin(tokio::time::sleep(give_up)));
+            opened.send(()).await?;
+            // A warm-up message first: it carries each stream's start (its first read of the
+            // room's history), so the timed messages measure steady-state fan-out.
+            if !matches!(stream.next().await, Some(Ok(_))) {
+                anyhow::bail!("no warm-up message");
+            }
             ready.send(()).await?;
             let mut delays = Vec::with_capacity(messages);
             while delays.len() < messages {
-                let Ok(Some(Ok(m))) =
-                    tokio::time::timeout(Duration::from_secs(30), stream.next()).await
-                else {
+                let Some(Ok(m)) = stream.next().await else {
                     break;
                 };
                 let sent_us: u64 = m.content.parse().unwrap_or(0);
@@ -161,10 +174,21 @@ async fn fanout(url: &str, token: &str, subscribers: usize, messages: usize) -> 
             anyhow::Ok(delays)
         }));
     }
+    // Only the subscribers hold senders now: a failed one cannot leave the waits below hanging.
+    drop((opened_tx, ready_tx));
+    for _ in 0..subscribers {
+        opened_rx.recv().await;
+    }
+    let mut sender = ChatServiceClient::new(chans[0].clone());
+    let warm_up = SendMessageRequest {
+        room_id,
+        content: "warm-up".into(),
+        ..Default::default()
+    };
+    sender.send_message(authed(token, warm_up)).await?;
     for _ in 0..subscribers {
         ready_rx.recv().await;
     }
-    let mut sender = ChatServiceClient::new(chans[0].clone());
     for _ in 0..messages {
         let req = SendMessageRequest {
             room_id,

@@ -15,7 +15,11 @@ use std::{
     time::{Duration, Instant},
 };
 
-use tonic::{Code, Request, metadata::MetadataValue, transport::Channel};
+use tonic::{
+    Code, Request,
+    metadata::{Ascii, MetadataValue},
+    transport::Channel,
+};
 use veza_control_plane::{Config, domain::NewAccount};
 use veza_proto::{
     analytics::{
@@ -59,10 +63,18 @@ fn args() -> anyhow::Result<Args> {
 }
 
 fn authed<T>(token: &str, msg: T) -> anyhow::Result<Request<T>> {
+    Ok(with_auth(bearer(token)?, msg))
+}
+
+/// The `authorization` value for `token`, built once and cloned per call (a refcount).
+fn bearer(token: &str) -> anyhow::Result<MetadataValue<Ascii>> {
+    Ok(format!("Bearer {token}").parse()?)
+}
+
+fn with_auth<T>(auth: MetadataValue<Ascii>, msg: T) -> Request<T> {
     let mut req = Request::new(msg);
-    let v: MetadataValue<_> = format!("Bearer {token}").parse()?;
-    req.metadata_mut().insert("authorization", v);
-    Ok(req)
+    req.metadata_mut().insert("authorization", auth);
+    req
 }
 
 async fn written(client: &mut AnalyticsServiceClient<Channel>, token: &str) -> anyhow::Result<f64> {
@@ -123,6 +135,7 @@ async fn main() -> anyhow::Result<()> {
         .await?
         .into_inner();
     let token: Arc<str> = login.access_token.into();
+    let auth = bearer(&token)?;
 
     let ok = Arc::new(AtomicU64::new(0));
     let exhausted = Arc::new(AtomicU64::new(0));
@@ -133,14 +146,16 @@ async fn main() -> anyhow::Result<()> {
     let period =
         (a.rate > 0).then(|| Duration::from_secs_f64(a.concurrency as f64 / a.rate as f64));
     let mut tasks = Vec::new();
+    let concurrency = a.concurrency.max(1) as f64;
     for t in 0..a.concurrency {
         let mut client = AnalyticsServiceClient::new(channels[t % channels.len()].clone());
-        let (token, ok, exhausted, failed) =
-            (token.clone(), ok.clone(), exhausted.clone(), failed.clone());
+        let (auth, ok, exhausted, failed) =
+            (auth.clone(), ok.clone(), exhausted.clone(), failed.clone());
         tasks.push(tokio::spawn(async move {
             let mut latencies: Vec<u32> = Vec::with_capacity(1 << 16);
             // Spread the tasks' schedules over one period.
-            let mut next = started + period.map_or(Duration::ZERO, |p| p.mul_f64(t as f64 / 64.0));
+            let mut next =
+                started + period.map_or(Duration::ZERO, |p| p.mul_f64(t as f64 / concurrency));
             let mut i: u64 = 0;
             loop {
                 if let Some(p) = period {
@@ -163,9 +178,7 @@ async fn main() -> anyhow::Result<()> {
                     timestamp: None,
                     source: "load".into(),
                 };
-                let Ok(req) = authed(&token, msg) else {
-                    continue;
-                };
+                let req = with_auth(auth.clone(), msg);
                 let sent = Instant::now();
                 let r = client.track_event(req).await;
                 latencies.push(sent.elapsed().as_micros().min(u32::MAX as u128) as u32);

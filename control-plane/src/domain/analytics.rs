@@ -568,6 +568,11 @@ async fn prune_loop(db: Db, retention_ms: i64, every: Duration, mut shutdown: Sh
         if pruned > 0 {
             tracing::info!(pruned, "pruned analytics events past retention");
         }
+        // The rollup of the hours wholly before the retention period.
+        let before_hour = (now_ms() - retention_ms).div_euclid(3_600_000);
+        if let Err(e) = db.prune_rollup(before_hour).await {
+            tracing::warn!(error = %e, "pruning the analytics rollup");
+        }
     }
 }
 

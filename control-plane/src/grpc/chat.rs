@@ -124,7 +124,7 @@ impl ChatService for ChatApi {
             .chat
             .message_feed(&who, r.room_id, r.last_message_id)
             .await?;
-        let out = feed.map(|m| m.map(|m| message(&m)).map_err(Status::from));
+        let out = feed.map(|m| m.map(into_message).map_err(Status::from));
         Ok(Response::new(guard(out, self.shutdown.clone())))
     }
 
@@ -152,7 +152,7 @@ impl ChatService for ChatApi {
         let feed = self.chat.user_feed(&who).await?;
         let (errors_tx, errors_rx) = mpsc::channel(1);
         tokio::spawn(relay_inbound(self.chat.clone(), who, inbound, errors_tx));
-        let out = feed.map(|m| m.map(|m| message(&m)).map_err(Status::from));
+        let out = feed.map(|m| m.map(into_message).map_err(Status::from));
         let merged = futures::stream::select(out, ReceiverStream::new(errors_rx).map(Err));
         Ok(Response::new(guard(merged, self.shutdown.clone())))
     }
@@ -206,6 +206,21 @@ fn message(m: &MessageRecord) -> pb::ChatMessage {
         content: m.content.clone(),
         message_type: m.message_type.clone(),
         metadata: m.metadata.clone(),
+        reply_to_id: m.reply_to_id,
+        created_at: timestamp(m.created_at),
+        updated_at: timestamp(m.updated_at),
+    }
+}
+
+/// [`message`] without copying: live feeds own their records.
+fn into_message(m: MessageRecord) -> pb::ChatMessage {
+    pb::ChatMessage {
+        message_id: m.id,
+        room_id: m.room_id,
+        user_id: m.user_id,
+        content: m.content,
+        message_type: m.message_type,
+        metadata: m.metadata,
         reply_to_id: m.reply_to_id,
         created_at: timestamp(m.created_at),
         updated_at: timestamp(m.updated_at),

@@ -3,6 +3,7 @@
 
 mod feed;
 mod hub;
+mod members;
 mod mentions;
 mod user_feed;
 mod writer;
@@ -12,6 +13,7 @@ use serde::{Deserialize, Serialize};
 use veza_storage::{Db, MessageRecord, NewMessage, NewRoom, Rejected, RoomRecord, now_ms};
 
 pub use hub::{RoomEvent, RoomHub};
+use members::Members;
 pub use writer::MessageWriter;
 
 use super::{
@@ -70,6 +72,7 @@ pub struct Chat {
     db: Db,
     bus: Bus,
     hub: RoomHub,
+    members: Members,
     writer: MessageWriter,
     analytics: Analytics,
     notifier: Notifier,
@@ -81,6 +84,7 @@ impl Chat {
         let writer = MessageWriter::start(db.clone(), bus.clone());
         Chat {
             hub: RoomHub::new(bus.clone()),
+            members: Members::new(bus.clone()),
             db,
             bus,
             writer,
@@ -160,6 +164,7 @@ impl Chat {
                 "you are not a member of room {room_id}"
             )));
         }
+        self.members.forget(room_id, user);
         self.publish_activity(room_id, "left", user, Vec::new())
             .await;
         self.publish_membership(user, room_id, false).await;
@@ -345,7 +350,15 @@ impl Chat {
                 Ok(0)
             }
             Caller::ApiKey(_) => Err(DomainError::denied("sending needs the chat:write scope")),
-            Caller::User(_) => Ok(self.reader(caller, room_id).await?.1),
+            Caller::User(u) if room_id > 0 && self.members.is_known(room_id, u.user_id) => {
+                Ok(u.user_id)
+            }
+            Caller::User(u) => {
+                let epoch = self.members.epoch();
+                let user = self.reader(caller, room_id).await?.1;
+                self.members.remember(room_id, u.user_id, epoch);
+                Ok(user)
+            }
         }
     }
 

@@ -33,8 +33,12 @@ for n in "$@"; do
     icecast://source:hackme@127.0.0.1:8000/live.opus &
   fpid=$!
   sleep 2
+  for _ in $(seq 50); do [ -s /tmp/veza-icecast/icecast.pid ] && break; sleep 0.1; done
   ipid=$(cat /tmp/veza-icecast/icecast.pid)
   $bin/live_load icecast http://127.0.0.1:8000/live.opus "$ipid" "$n" "$secs"
   kill "$fpid"; wait "$fpid" 2>/dev/null || true
-  kill "$ipid"; sleep 1
+  kill "$ipid"
+  # Wait for the port to be free before the next round.
+  for _ in $(seq 100); do (echo >/dev/tcp/127.0.0.1/8000) 2>/dev/null || break; sleep 0.2; done
+  sleep 1
 done

@@ -352,6 +352,27 @@ async fn buckets_count_exactly(b: Backend) {
             Code::InvalidArgument
         );
     }
+    // Without a range: the last 24 h in hourly buckets starting on the hour (the rollup's
+    // granularity), every event above included.
+    let all = c
+        .get_analytics(bearer(
+            &admin,
+            GetAnalyticsRequest {
+                event_type: "play_started".into(),
+                ..Default::default()
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(all.total_count, 9);
+    assert_eq!(all.buckets.len(), 25, "24 whole hours and the current one");
+    let first = all.buckets[0].start.as_ref().expect("start");
+    assert_eq!(
+        (first.seconds % 3600, first.nanos),
+        (0, 0),
+        "starts on the hour"
+    );
     s.stop().await;
 }
 

@@ -271,7 +271,11 @@ impl Analytics {
             q.interval_seconds.saturating_mul(1000)
         };
         let to = q.to.unwrap_or_else(now_ms);
-        let from = q.from.unwrap_or(to - 86_400_000);
+        // Without `from`: the last 24 h, starting on an interval boundary of the clock, so the
+        // default hourly query lines up with the per-hour rollup.
+        let from = q
+            .from
+            .unwrap_or_else(|| (to - 86_400_000).div_euclid(interval_ms) * interval_ms);
         if from >= to {
             return Err(DomainError::invalid("from", "must be before to"));
         }

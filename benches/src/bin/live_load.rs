@@ -20,7 +20,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use futures::StreamExt;
+use prost::Message;
 use tokio::io::AsyncReadExt;
 use veza_benches::authed;
 use veza_proto::{
@@ -109,15 +109,16 @@ async fn veza(url: &str, pid: u32, n: usize, conns: usize, secs: u64) -> anyhow:
         .await?
         .into_inner()
         .access_token;
-    let mut channels = Vec::with_capacity(conns);
+    let control_channel = tonic::transport::Endpoint::from_shared(url.to_string())?
+        .connect()
+        .await?;
+    // Listeners speak HTTP/2 directly (`h2`), so the client stays light enough to keep up.
+    let hostport = loopback(url)?;
+    let mut conns_h2 = Vec::with_capacity(conns);
     for _ in 0..conns {
-        channels.push(
-            tonic::transport::Endpoint::from_shared(url.to_string())?
-                .connect()
-                .await?,
-        );
+        conns_h2.push(h2_connect(&hostport).await?);
     }
-    let mut control = StreamServiceClient::new(channels[0].clone());
+    let mut control = StreamServiceClient::new(control_channel.clone());
     let id = control
         .start_stream(authed(
             &token,
@@ -135,7 +136,7 @@ async fn veza(url: &str, pid: u32, n: usize, conns: usize, secs: u64) -> anyhow:
     let t0 = Instant::now();
     let stop = Arc::new(AtomicBool::new(false));
     let producer = tokio::spawn(produce(
-        channels[0].clone(),
+        control_channel.clone(),
         token.clone(),
         id,
         stop.clone(),
@@ -144,57 +145,30 @@ async fn veza(url: &str, pid: u32, n: usize, conns: usize, secs: u64) -> anyhow:
     tokio::time::sleep(Duration::from_millis(500)).await;
     let window: Arc<Mutex<Option<Instant>>> = Arc::new(Mutex::new(None));
     let settled = Arc::new(AtomicUsize::new(0));
+    let request = grpc_frame(&StreamAudioRequest {
+        track_id: id,
+        ..Default::default()
+    });
     let mut tasks = Vec::with_capacity(n);
     for i in 0..n {
-        let ch = channels[i % conns].clone();
-        let token = token.clone();
-        let window = window.clone();
-        let settled = settled.clone();
+        let h2 = conns_h2[i % conns].clone();
+        let (token, window, settled) = (token.clone(), window.clone(), settled.clone());
+        let (hostport, request) = (hostport.clone(), request.clone());
         tasks.push(tokio::spawn(async move {
-            let mut c = StreamServiceClient::new(ch);
-            let req = authed(
-                &token,
-                StreamAudioRequest {
-                    track_id: id,
-                    ..Default::default()
-                },
-            );
-            let opened = c.stream_audio(req).await;
+            let opened = h2_stream_audio(h2, &hostport, &token, request).await;
             settled.fetch_add(1, Ordering::SeqCst);
-            let mut s = opened?.into_inner();
-            let mut seen = Seen::default();
-            let mut last_index = 0;
-            while let Some(m) = s.next().await {
-                let m: AudioChunk = m?;
-                let open = window.lock().map(|w| *w).unwrap_or(None);
-                let Some(start) = open else {
-                    last_index = m.chunk_index;
-                    continue;
-                };
-                if Instant::now() < start {
-                    last_index = m.chunk_index;
-                    continue;
-                }
-                if m.chunk_index > 0 {
-                    if last_index > 0 && m.chunk_index > last_index + 1 {
-                        seen.gaps += 1;
-                    }
-                    last_index = m.chunk_index;
-                    let ts = m
-                        .timestamp
-                        .map_or(0, |t| t.seconds as u64 * 1000 + t.nanos as u64 / 1_000_000);
-                    // The producer sent the chunk holding the page's last sample at
-                    // t0 + ts + page length - one chunk.
-                    let page_ms = page_duration_ms(&m.audio_data);
-                    seen.media_ms += page_ms;
-                    seen.bytes += m.audio_data.len() as u64;
-                    let sent = t0
-                        + Duration::from_millis((ts + page_ms).saturating_sub(PRODUCER_CHUNK_MS));
-                    seen.latencies_ms
-                        .push(Instant::now().saturating_duration_since(sent).as_millis() as u32);
+            let mut body = opened?;
+            let mut tracker = Tracker::new(t0, window);
+            let mut buf = bytes::BytesMut::new();
+            while let Some(data) = body.data().await {
+                let data = data?;
+                let _ = body.flow_control().release_capacity(data.len());
+                buf.extend_from_slice(&data);
+                while let Some(msg) = next_message(&mut buf) {
+                    tracker.on_chunk(&AudioChunk::decode(msg)?);
                 }
             }
-            Ok::<_, tonic::Status>(seen)
+            anyhow::Ok(tracker.seen)
         }));
     }
     // Every listener connected (or failed): start the window after a warm-up.
@@ -223,7 +197,110 @@ async fn veza(url: &str, pid: u32, n: usize, conns: usize, secs: u64) -> anyhow:
         }
     }
     report("veza", n, failed, &seen, wall, cpu1 - cpu0, (rss0, rss));
+    drop(conns_h2);
     Ok(())
+}
+
+/// What one listener has seen, counted only inside the measuring window.
+struct Tracker {
+    t0: Instant,
+    window: Arc<Mutex<Option<Instant>>>,
+    last_index: i32,
+    seen: Seen,
+}
+
+impl Tracker {
+    fn new(t0: Instant, window: Arc<Mutex<Option<Instant>>>) -> Self {
+        Tracker {
+            t0,
+            window,
+            last_index: 0,
+            seen: Seen::default(),
+        }
+    }
+
+    fn on_chunk(&mut self, m: &AudioChunk) {
+        let open = self.window.lock().map(|w| *w).unwrap_or(None);
+        let counting = open.is_some_and(|start| Instant::now() >= start);
+        if m.chunk_index == 0 {
+            return;
+        }
+        if counting {
+            if self.last_index > 0 && m.chunk_index > self.last_index + 1 {
+                self.seen.gaps += 1;
+            }
+            let ts = m
+                .timestamp
+                .map_or(0, |t| t.seconds as u64 * 1000 + t.nanos as u64 / 1_000_000);
+            // The producer sent the chunk holding the page's last sample at
+            // t0 + ts + page length - one chunk.
+            let page_ms = page_duration_ms(&m.audio_data);
+            self.seen.media_ms += page_ms;
+            self.seen.bytes += m.audio_data.len() as u64;
+            let sent =
+                self.t0 + Duration::from_millis((ts + page_ms).saturating_sub(PRODUCER_CHUNK_MS));
+            self.seen
+                .latencies_ms
+                .push(Instant::now().saturating_duration_since(sent).as_millis() as u32);
+        }
+        self.last_index = m.chunk_index;
+    }
+}
+
+/// An HTTP/2 connection (prior knowledge, no TLS) driven by its own task.
+async fn h2_connect(hostport: &str) -> anyhow::Result<h2::client::SendRequest<bytes::Bytes>> {
+    let tcp = tokio::net::TcpStream::connect(hostport).await?;
+    tcp.set_nodelay(true)?;
+    let (send, conn) = h2::client::handshake(tcp).await?;
+    tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    Ok(send)
+}
+
+/// Opens `StreamAudio` with one request frame; returns the response body.
+async fn h2_stream_audio(
+    h2: h2::client::SendRequest<bytes::Bytes>,
+    hostport: &str,
+    token: &str,
+    request: bytes::Bytes,
+) -> anyhow::Result<h2::RecvStream> {
+    let mut h2 = h2.ready().await?;
+    let req = http::Request::post(format!(
+        "http://{hostport}/veza.stream.StreamService/StreamAudio"
+    ))
+    .header("content-type", "application/grpc")
+    .header("te", "trailers")
+    .header("authorization", format!("Bearer {token}"))
+    .body(())?;
+    let (response, mut send) = h2.send_request(req, false)?;
+    send.send_data(request, true)?;
+    let response = response.await?;
+    anyhow::ensure!(response.status() == 200, "HTTP {}", response.status());
+    Ok(response.into_body())
+}
+
+/// `msg` as an uncompressed gRPC frame.
+fn grpc_frame(msg: &impl prost::Message) -> bytes::Bytes {
+    let body = msg.encode_to_vec();
+    let mut b = Vec::with_capacity(5 + body.len());
+    b.push(0);
+    b.extend_from_slice(&(body.len() as u32).to_be_bytes());
+    b.extend_from_slice(&body);
+    b.into()
+}
+
+/// The next complete gRPC message in `buf`, if any.
+fn next_message(buf: &mut bytes::BytesMut) -> Option<bytes::Bytes> {
+    if buf.len() < 5 {
+        return None;
+    }
+    let len = u32::from_be_bytes([buf[1], buf[2], buf[3], buf[4]]) as usize;
+    if buf.len() < 5 + len {
+        return None;
+    }
+    let frame = buf.split_to(5 + len).freeze();
+    Some(frame.slice(5..))
 }
 
 /// Publishes a 440 Hz stereo tone as 128 kbps Opus packets (one per 20 ms chunk, passed through

@@ -241,7 +241,7 @@ impl Lane {
 /// What an encoder lane hands back: the rendition, its busy time, and frames encoded.
 type LaneResult = Result<(Rendition, Duration, u64)>;
 
-/// The renditions, inline or on a pool of one thread per core.
+/// The renditions, inline or on a pool of `cores − 1` workers plus the decoding thread.
 enum Encoders {
     Inline(Vec<Lane>),
     Pool(LanePool<Lane>),
@@ -258,8 +258,9 @@ impl Encoders {
         if !opts.parallel || lanes.len() == 1 {
             return Ok(Encoders::Inline(lanes));
         }
+        // The decoding thread runs lanes too while the queues are full: one worker fewer.
         let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
-        let threads = cores.min(lanes.len());
+        let threads = cores.saturating_sub(1).clamp(1, lanes.len());
         Ok(Encoders::Pool(LanePool::start(
             lanes,
             threads,

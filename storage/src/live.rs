@@ -36,10 +36,7 @@ impl Db {
         .bind(now)
         .fetch_one(&self.pool)
         .await?;
-        let id: i64 = row.try_get(0)?;
-        self.media(id)
-            .await?
-            .ok_or_else(|| crate::StorageError::Config("media row vanished".into()))
+        self.inserted_media(row.try_get(0)?).await
     }
 
     /// Whether live stream `id` is recorded.

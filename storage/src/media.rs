@@ -87,7 +87,11 @@ impl Db {
         .bind(now)
         .fetch_one(&self.pool)
         .await?;
-        let id: i64 = row.try_get(0)?;
+        self.inserted_media(row.try_get(0)?).await
+    }
+
+    /// The media row just inserted with `id`.
+    pub(crate) async fn inserted_media(&self, id: i64) -> Result<MediaRecord> {
         self.media(id)
             .await?
             .ok_or_else(|| crate::StorageError::Config("media row vanished".into()))

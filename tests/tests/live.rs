@@ -74,14 +74,13 @@ fn chunk(id: i64, index: i32, data: Vec<u8>) -> AudioChunk {
     }
 }
 
-/// A producer sending 100 ms chunks at real-time pace from `from_ms` for `ms`, over an open
-/// stream; returns the channel feeding it and the call's result handle.
+/// An open `UploadAudioChunks` call: the sender feeding it (see `send_audio`) and its result.
 struct Producer {
     tx: mpsc::Sender<AudioChunk>,
     call: tokio::task::JoinHandle<Result<UploadAudioResponse, tonic::Status>>,
 }
 
-fn producer(s_channel: Channel, token: &str, _id: i64) -> Producer {
+fn producer(s_channel: Channel, token: &str) -> Producer {
     let (tx, rx) = mpsc::channel(16);
     let token = token.to_string();
     let call = tokio::spawn(async move {
@@ -97,14 +96,14 @@ fn producer(s_channel: Channel, token: &str, _id: i64) -> Producer {
 }
 
 /// Sends `[from_ms, from_ms + ms)` in 100 ms chunks, paced to real time when `paced`.
-async fn send_audio(p: &Producer, id: i64, from_ms: u64, ms: u64, paced: bool) {
+async fn send_audio(tx: &mpsc::Sender<AudioChunk>, id: i64, from_ms: u64, ms: u64, paced: bool) {
     let t0 = tokio::time::Instant::now();
     for k in 0..ms / 100 {
         if paced {
             tokio::time::sleep_until(t0 + Duration::from_millis(k * 100)).await;
         }
         let at = from_ms + k * 100;
-        p.tx.send(chunk(id, (at / 100) as i32, pcm(at, 100)))
+        tx.send(chunk(id, (at / 100) as i32, pcm(at, 100)))
             .await
             .expect("producer open");
     }
@@ -207,11 +206,11 @@ async fn listener_joins_mid_stream(b: Backend) {
     let (_, fan) = s.user("fan").await;
     let mut c = client(&s).await;
     let id = start(&mut c, &token, false).await;
-    let p = producer(s.channel().await, &token, id);
-    send_audio(&p, id, 0, 1500, true).await;
+    let p = producer(s.channel().await, &token);
+    send_audio(&p.tx, id, 0, 1500, true).await;
     let stream = open_listener(&mut c, &fan, id).await;
     let listening = tokio::spawn(listen_for(stream, Duration::from_secs(30)));
-    send_audio(&p, id, 1500, 2500, true).await;
+    send_audio(&p.tx, id, 1500, 2500, true).await;
     let stop = c
         .stop_stream(bearer(&token, StopStreamRequest { stream_id: id }))
         .await
@@ -351,8 +350,8 @@ async fn stop_grace_and_rejections(b: Backend) {
     // Producer disconnects and reconnects within the grace: one continuous stream.
     let stream = open_listener(&mut c, &other, id).await;
     let listening = tokio::spawn(listen_for(stream, Duration::from_secs(30)));
-    let p = producer(s.channel().await, &token, id);
-    send_audio(&p, id, 0, 1000, true).await;
+    let p = producer(s.channel().await, &token);
+    send_audio(&p.tx, id, 0, 1000, true).await;
     drop(p.tx);
     p.call.await.expect("join").expect("clean close is OK");
     tokio::time::sleep(Duration::from_millis(500)).await;
@@ -362,8 +361,8 @@ async fn stop_grace_and_rejections(b: Backend) {
         .expect("info")
         .into_inner();
     assert_eq!(info.status, "live", "still live within the grace");
-    let p = producer(s.channel().await, &token, id);
-    send_audio(&p, id, 1000, 1000, true).await;
+    let p = producer(s.channel().await, &token);
+    send_audio(&p.tx, id, 1000, 1000, true).await;
     // Stop by a stranger is refused; by the owner it ends every listener cleanly.
     let e = c
         .stop_stream(bearer(&other, StopStreamRequest { stream_id: id }))
@@ -413,8 +412,8 @@ async fn stop_grace_and_rejections(b: Backend) {
 
     // A producer gone past the grace ends the stream for its listeners.
     let id = start(&mut c, &token, false).await;
-    let p = producer(s.channel().await, &token, id);
-    send_audio(&p, id, 0, 300, false).await;
+    let p = producer(s.channel().await, &token);
+    send_audio(&p.tx, id, 0, 300, false).await;
     let stream = open_listener(&mut c, &other, id).await;
     drop(p.tx);
     let _ = p.call.await;
@@ -438,8 +437,8 @@ async fn recording_becomes_a_track(b: Backend) {
     let (_, token) = s.user("recorder").await;
     let mut c = client(&s).await;
     let id = start(&mut c, &token, true).await;
-    let p = producer(s.channel().await, &token, id);
-    send_audio(&p, id, 0, 3000, false).await;
+    let p = producer(s.channel().await, &token);
+    send_audio(&p.tx, id, 0, 3000, false).await;
     drop(p.tx);
     p.call.await.expect("join").expect("published");
     let stop = c
@@ -522,15 +521,11 @@ async fn analytics_of_a_live_stream(b: Backend) {
         .await
         .expect_err("interval too short");
     assert_eq!(e.code(), Code::InvalidArgument);
-    let p = producer(s.channel().await, &token, id);
+    let p = producer(s.channel().await, &token);
     let sending = {
         let tx = p.tx.clone();
         tokio::spawn(async move {
-            let p = Producer {
-                tx,
-                call: tokio::spawn(async { Err(tonic::Status::ok("")) }),
-            };
-            send_audio(&p, id, 0, 4000, true).await;
+            send_audio(&tx, id, 0, 4000, true).await;
         })
     };
     let mut listeners = Vec::new();
@@ -644,8 +639,8 @@ async fn stalled_listener_skips_ahead() {
     let (_, fan) = s.user("crowd").await;
     let mut c = client(&s).await;
     let id = start(&mut c, &token, false).await;
-    let p = producer(s.channel().await, &token, id);
-    send_audio(&p, id, 0, 500, true).await;
+    let p = producer(s.channel().await, &token);
+    send_audio(&p.tx, id, 0, 500, true).await;
     // The stalled listener: a connection with a tiny window that it never reads.
     let tiny = tonic::transport::Endpoint::from_shared(s.grpc_url.clone())
         .expect("url")
@@ -669,7 +664,7 @@ async fn stalled_listener_skips_ahead() {
         )));
     }
     let rss_before = rss_kb();
-    send_audio(&p, id, 500, 6000, true).await;
+    send_audio(&p.tx, id, 500, 6000, true).await;
     let rss_after = rss_kb();
     // The crowd heard (nearly) every page of those 6 s, in real time.
     for l in crowd {
@@ -684,11 +679,7 @@ async fn stalled_listener_skips_ahead() {
     let more = {
         let tx = p.tx.clone();
         tokio::spawn(async move {
-            let p = Producer {
-                tx,
-                call: tokio::spawn(async { Err(tonic::Status::ok("")) }),
-            };
-            send_audio(&p, id, 6500, 1500, true).await;
+            send_audio(&tx, id, 6500, 1500, true).await;
         })
     };
     while let Ok(Some(Ok(m))) =
@@ -772,8 +763,8 @@ async fn two_instances_relay_and_count() {
     let mut ca = client(&a).await;
     let mut cb = client(&bi).await;
     let id = start(&mut ca, &token, false).await;
-    let p = producer(a.channel().await, &token, id);
-    send_audio(&p, id, 0, 500, true).await;
+    let p = producer(a.channel().await, &token);
+    send_audio(&p.tx, id, 0, 500, true).await;
     let mut on_b = Vec::new();
     for _ in 0..2 {
         let stream = open_listener(&mut cb, &token, id).await;
@@ -797,11 +788,7 @@ async fn two_instances_relay_and_count() {
     let sending = tokio::spawn({
         let tx = p.tx.clone();
         async move {
-            let p = Producer {
-                tx,
-                call: tokio::spawn(async { Err(tonic::Status::ok("")) }),
-            };
-            send_audio(&p, id, 500, 3500, true).await;
+            send_audio(&tx, id, 500, 3500, true).await;
         }
     });
     let mut total = 0;
@@ -856,8 +843,8 @@ async fn shutdown_ends_live_listeners_with_unavailable() {
     let (_, token) = s.user("late-show").await;
     let mut c = client(&s).await;
     let id = start(&mut c, &token, false).await;
-    let p = producer(s.channel().await, &token, id);
-    send_audio(&p, id, 0, 300, false).await;
+    let p = producer(s.channel().await, &token);
+    send_audio(&p.tx, id, 0, 300, false).await;
     let mut stream = open_listener(&mut c, &token, id).await;
     let first = stream.next().await.expect("headers").expect("ok");
     assert_eq!(first.chunk_index, 0);

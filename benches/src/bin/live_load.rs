@@ -173,16 +173,7 @@ async fn veza(url: &str, pid: u32, n: usize, conns: usize, secs: u64) -> anyhow:
     }
     // Every listener connected (or failed): start the window after a warm-up.
     all_settled(&settled, n).await;
-    tokio::time::sleep(WARMUP).await;
-    let cpu0 = cpu_ticks(pid)?;
-    let start = Instant::now();
-    if let Ok(mut w) = window.lock() {
-        *w = Some(start);
-    }
-    tokio::time::sleep(Duration::from_secs(secs)).await;
-    let cpu1 = cpu_ticks(pid)?;
-    let wall = start.elapsed();
-    let rss = rss_kb(pid)?;
+    let (wall, ticks, rss) = measure(pid, &window, secs).await?;
     control
         .stop_stream(authed(&token, StopStreamRequest { stream_id: id }))
         .await?;
@@ -196,7 +187,7 @@ async fn veza(url: &str, pid: u32, n: usize, conns: usize, secs: u64) -> anyhow:
             _ => failed += 1,
         }
     }
-    report("veza", n, failed, &seen, wall, cpu1 - cpu0, (rss0, rss));
+    report("veza", n, failed, &seen, wall, ticks, (rss0, rss));
     drop(conns_h2);
     Ok(())
 }
@@ -418,16 +409,7 @@ async fn icecast(url: &str, pid: u32, n: usize, secs: u64) -> anyhow::Result<()>
         }));
     }
     all_settled(&settled, n).await;
-    tokio::time::sleep(WARMUP).await;
-    let cpu0 = cpu_ticks(pid)?;
-    let start = Instant::now();
-    if let Ok(mut w) = window.lock() {
-        *w = Some(start);
-    }
-    tokio::time::sleep(Duration::from_secs(secs)).await;
-    let cpu1 = cpu_ticks(pid)?;
-    let wall = start.elapsed();
-    let rss = rss_kb(pid)?;
+    let (wall, ticks, rss) = measure(pid, &window, secs).await?;
     stop.store(true, Ordering::SeqCst);
     let mut seen = Vec::new();
     let mut failed = 0;
@@ -441,8 +423,26 @@ async fn icecast(url: &str, pid: u32, n: usize, secs: u64) -> anyhow::Result<()>
             _ => failed += 1,
         }
     }
-    report("icecast", n, failed, &seen, wall, cpu1 - cpu0, (rss0, rss));
+    report("icecast", n, failed, &seen, wall, ticks, (rss0, rss));
     Ok(())
+}
+
+/// After a warm-up, opens the listeners' counting window for `secs`; returns its length and the
+/// server's CPU ticks and RSS (kB) over it.
+async fn measure(
+    pid: u32,
+    window: &Mutex<Option<Instant>>,
+    secs: u64,
+) -> anyhow::Result<(Duration, u64, u64)> {
+    tokio::time::sleep(WARMUP).await;
+    let cpu0 = cpu_ticks(pid)?;
+    let start = Instant::now();
+    if let Ok(mut w) = window.lock() {
+        *w = Some(start);
+    }
+    tokio::time::sleep(Duration::from_secs(secs)).await;
+    let ticks = cpu_ticks(pid)? - cpu0;
+    Ok((start.elapsed(), ticks, rss_kb(pid)?))
 }
 
 /// Waits (at most two minutes) until every listener has connected or failed.

@@ -15,6 +15,10 @@ type Client = StreamServiceClient<Channel>;
 
 const RATE: u32 = 48_000;
 
+/// The stalled-listener test measures this process's memory: it runs alone (write), the other
+/// tests of this file share (read).
+static PROCESS_MEMORY: tokio::sync::RwLock<()> = tokio::sync::RwLock::const_new(());
+
 /// Source frequency at `t_ms`: a 300 Hz tone rising by 100 Hz each second.
 fn freq_at(t_ms: u64) -> f64 {
     300.0 + 100.0 * (t_ms / 1000) as f64
@@ -199,6 +203,7 @@ fn ts_ms(c: &AudioChunk) -> u64 {
 }
 
 async fn listener_joins_mid_stream(b: Backend) {
+    let _memory = PROCESS_MEMORY.read().await;
     let Some(s) = TestServer::start_with(b, |c| c.live_chunk_ms = 100).await else {
         return;
     };
@@ -267,6 +272,7 @@ async fn listener_joins_mid_stream(b: Backend) {
 }
 
 async fn stop_grace_and_rejections(b: Backend) {
+    let _memory = PROCESS_MEMORY.read().await;
     let Some(s) = TestServer::start_with(b, |c| {
         c.live_chunk_ms = 100;
         c.live_grace = Duration::from_millis(1500);
@@ -431,6 +437,7 @@ async fn stop_grace_and_rejections(b: Backend) {
 }
 
 async fn recording_becomes_a_track(b: Backend) {
+    let _memory = PROCESS_MEMORY.read().await;
     let Some(s) = TestServer::start_with(b, |c| c.live_chunk_ms = 200).await else {
         return;
     };
@@ -492,6 +499,7 @@ async fn recording_becomes_a_track(b: Backend) {
 }
 
 async fn analytics_of_a_live_stream(b: Backend) {
+    let _memory = PROCESS_MEMORY.read().await;
     let Some(s) = TestServer::start_with(b, |c| c.live_chunk_ms = 100).await else {
         return;
     };
@@ -627,6 +635,7 @@ fn rss_kb() -> u64 {
 /// memory stays put, and 100 others keep real time meanwhile.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stalled_listener_skips_ahead() {
+    let _memory = PROCESS_MEMORY.write().await;
     let adjust = |c: &mut Config| {
         c.live_chunk_ms = 100;
         c.live_max_lag_ms = 1000;
@@ -747,6 +756,7 @@ async fn reqwest_like_get(url: &str) -> String {
 /// listener counts of both add up everywhere.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_instances_relay_and_count() {
+    let _memory = PROCESS_MEMORY.read().await;
     let Some(nats) = nats_url().await else {
         return;
     };
@@ -837,6 +847,7 @@ async fn two_instances_relay_and_count() {
 /// Shutting the server down ends a live listener with `UNAVAILABLE` (it can reconnect).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shutdown_ends_live_listeners_with_unavailable() {
+    let _memory = PROCESS_MEMORY.read().await;
     let Some(s) = TestServer::start_with(Backend::Sqlite, |c| c.live_chunk_ms = 100).await else {
         return;
     };

@@ -102,6 +102,9 @@ pub struct Options {
     /// Opus bitrate of live streams with PCM input, in kbps [default: 128].
     #[arg(long, env = "VEZA_LIVE_BITRATE")]
     pub live_bitrate: Option<u32>,
+    /// Threads writing live audio to listeners' connections [default: 1].
+    #[arg(long, env = "VEZA_LIVE_WRITERS")]
+    pub live_writers: Option<usize>,
 }
 
 /// JWT signing configuration.
@@ -157,6 +160,8 @@ pub struct Config {
     pub live_max_listeners: usize,
     /// Opus bitrate for PCM live input.
     pub live_bitrate: u32,
+    /// Live writer threads (at least 1).
+    pub live_writers: usize,
 }
 
 macro_rules! merge {
@@ -180,7 +185,7 @@ impl Options {
             tls_cert, tls_key, jwt_alg, jwt_secret, access_token_ttl, refresh_token_ttl, log_format,
             shutdown_grace, demo, analytics_retention_days, max_upload_bytes, processing_workers, renditions,
             media_cache_bytes, media_url_ttl, live_chunk_ms, live_burst_ms, live_max_lag_ms, live_grace,
-            live_max_listeners_per_stream, live_max_listeners, live_bitrate),
+            live_max_listeners_per_stream, live_max_listeners, live_bitrate, live_writers),
         )
     }
 
@@ -279,6 +284,7 @@ impl Options {
             live_max_listeners_per_stream: o.live_max_listeners_per_stream.unwrap_or(0),
             live_max_listeners: o.live_max_listeners.unwrap_or(0),
             live_bitrate,
+            live_writers: o.live_writers.unwrap_or(1).clamp(1, 64),
         })
     }
 }

@@ -77,6 +77,8 @@ pub struct Metrics {
     pub live_listeners: Gauge,
     /// Live listeners moved to the live edge because they fell too far behind.
     pub live_skips: Counter,
+    /// Live listeners whose audio the writer threads put straight onto their connection.
+    pub live_direct: Counter,
     /// Audio bytes received by uploads.
     pub upload_bytes: Counter,
     /// Notifications created.
@@ -133,6 +135,7 @@ impl Metrics {
         let live_listeners = Gauge::default();
         let upload_bytes = Counter::default();
         let live_skips = Counter::default();
+        let live_direct = Counter::default();
         let notifications_created = Counter::default();
         let events = EventMetrics::default();
         let veza = registry.sub_registry_with_prefix("veza");
@@ -150,6 +153,11 @@ impl Metrics {
             "live_skips",
             "Live listeners skipped ahead to the live edge after falling behind",
             live_skips.clone(),
+        );
+        veza.register(
+            "live_direct_listeners",
+            "Live listeners served by direct writes to their HTTP/2 connection",
+            live_direct.clone(),
         );
         veza.register(
             "upload_bytes",
@@ -196,6 +204,7 @@ impl Metrics {
             open_streams,
             live_listeners,
             live_skips,
+            live_direct,
             upload_bytes,
             notifications_created,
             grpc,

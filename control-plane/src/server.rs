@@ -31,9 +31,9 @@ use crate::{
         media::MediaOptions,
     },
     grpc::{
-        analytics::AnalyticsApi, auth::AuthApi, chat::ChatApi, health::DrainingHealth,
-        live_audio::LiveAudio, metrics_layer::MetricsLayer, notification::NotificationApi,
-        stream::StreamApi,
+        analytics::AnalyticsApi, auth::AuthApi, chat::ChatApi, direct::ConnIo,
+        health::DrainingHealth, live_audio::LiveAudio, metrics_layer::MetricsLayer,
+        notification::NotificationApi, stream::StreamApi,
     },
     http::{HttpState, router},
     metrics::Metrics,
@@ -129,6 +129,7 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
             max_listeners_per_stream: config.live_max_listeners_per_stream,
             max_listeners: config.live_max_listeners,
             bitrate_kbps: config.live_bitrate,
+            writers: config.live_writers,
             tmp_dir: config.data_dir.join("tmp"),
         },
         shutdown.clone(),
@@ -199,9 +200,11 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
             )
         ));
 
-    let incoming = TcpListenerStream::new(grpc).map(|s| {
-        s.inspect(|s| {
+    let follow = config.tls.is_none();
+    let incoming = TcpListenerStream::new(grpc).map(move |s| {
+        s.map(|s| {
             let _ = s.set_nodelay(true);
+            ConnIo::new(s, follow)
         })
     });
     let mut sd = shutdown.clone();

@@ -734,6 +734,102 @@ async fn stalled_listener_skips_ahead() {
     let _ = p.call.await;
 }
 
+/// The value of counter or gauge `name` in the server's `/metrics`.
+async fn metric(s: &TestServer, name: &str) -> f64 {
+    let text = reqwest_like_get(&format!("{}/metrics", s.http_url)).await;
+    text.lines()
+        .find(|l| l.split_whitespace().next() == Some(name))
+        .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+        .unwrap_or(0.0)
+}
+
+/// Two live listeners and unary calls share one HTTP/2 connection whose windows are the
+/// protocol's 64 KiB defaults: the listeners' audio (written straight to the socket) goes
+/// between hyper's frames and within the windows, so it needs the client's WINDOW_UPDATEs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn direct_listeners_share_a_connection() {
+    let _memory = PROCESS_MEMORY.read().await;
+    let adjust = |c: &mut Config| {
+        c.live_chunk_ms = 100;
+        c.live_bitrate = 256;
+    };
+    let Some(s) = TestServer::start_with(Backend::Sqlite, adjust).await else {
+        return;
+    };
+    let (_, token) = s.user("dj").await;
+    let (_, fan) = s.user("fan").await;
+    let mut c = client(&s).await;
+    let id = start(&mut c, &token, false).await;
+    let p = producer(s.channel().await, &token);
+    send_audio(&p.tx, id, 0, 500, true).await;
+    let direct_before = metric(&s, "veza_live_direct_listeners_total").await;
+    let shared = tonic::transport::Endpoint::from_shared(s.grpc_url.clone())
+        .expect("url")
+        .initial_stream_window_size(Some(65_535))
+        .initial_connection_window_size(Some(65_535))
+        .connect()
+        .await
+        .expect("connects");
+    let mut sc = StreamServiceClient::new(shared).max_decoding_message_size(8 << 20);
+    let a = open_listener(&mut sc, &fan, id).await;
+    let b = open_listener(&mut sc, &fan, id).await;
+    let a = tokio::spawn(listen_for(a, Duration::from_secs(30)));
+    let b = tokio::spawn(listen_for(b, Duration::from_secs(30)));
+    let infos = {
+        let (mut sc, fan) = (sc.clone(), fan.clone());
+        tokio::spawn(async move {
+            for _ in 0..20 {
+                let info = sc
+                    .get_stream_info(bearer(&fan, GetStreamInfoRequest { stream_id: id }))
+                    .await
+                    .expect("GetStreamInfo on the listeners' connection")
+                    .into_inner();
+                assert_eq!(info.status, "live");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        })
+    };
+    // 3 s at 256 kbps: about 96 KB each, more than either window.
+    send_audio(&p.tx, id, 500, 3000, true).await;
+    infos.await.expect("unary calls");
+    c.stop_stream(bearer(&token, StopStreamRequest { stream_id: id }))
+        .await
+        .expect("StopStream");
+    let mut heard = Vec::new();
+    for l in [a, b] {
+        let (chunks, err, ended) = l.await.expect("listener");
+        assert!(err.is_none() && ended, "listener ends with OK: {err:?}");
+        assert_eq!(chunks[0].chunk_index, 0, "headers first");
+        let indexes: Vec<i32> = chunks[1..].iter().map(|c| c.chunk_index).collect();
+        assert!(
+            indexes.windows(2).all(|w| w[1] == w[0] + 1),
+            "no page lost or repeated: {indexes:?}"
+        );
+        let bytes: Vec<u8> = chunks
+            .iter()
+            .flat_map(|c| c.audio_data.iter().copied())
+            .collect();
+        assert!(bytes.len() > 65_535, "{} bytes", bytes.len());
+        let (audio, ch) = decode(&bytes);
+        assert_eq!(ch, 2);
+        assert!(audio.len() >= 2 * 48_000 * 3, "3 s or more of audio");
+        heard.push(chunks);
+    }
+    // The same page carries the same bytes for both.
+    let mut same = 0;
+    for x in &heard[1][1..] {
+        if let Some(y) = heard[0].iter().find(|y| y.chunk_index == x.chunk_index) {
+            assert_eq!(x.audio_data, y.audio_data, "page {}", x.chunk_index);
+            same += 1;
+        }
+    }
+    assert!(same >= 30, "{same} pages in common");
+    let direct = metric(&s, "veza_live_direct_listeners_total").await - direct_before;
+    assert!(direct >= 2.0, "both listeners served directly ({direct})");
+    drop(p.tx);
+    let _ = p.call.await;
+}
+
 /// GET over a raw TCP connection (the tests carry no HTTP client).
 async fn reqwest_like_get(url: &str) -> String {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};

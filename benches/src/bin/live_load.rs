@@ -36,6 +36,9 @@ const MAX_SECONDS: u64 = 600;
 const WARMUP: Duration = Duration::from_secs(3);
 /// Audio per chunk the producer sends: one 20 ms Opus packet, like an Ogg Opus source.
 const PRODUCER_CHUNK_MS: u64 = 20;
+/// Packets the producer sends at once (100 ms of audio, as ffmpeg writes Icecast a page at a
+/// time): each batch leaves when its last packet would have.
+const PRODUCER_BATCH: u64 = 5;
 /// Icecast accepts connections slowly (short listen queue): connect this many at a time.
 const CONNECTING_AT_ONCE: usize = 32;
 
@@ -242,7 +245,12 @@ impl Tracker {
 async fn h2_connect(hostport: &str) -> anyhow::Result<h2::client::SendRequest<bytes::Bytes>> {
     let tcp = tokio::net::TcpStream::connect(hostport).await?;
     tcp.set_nodelay(true)?;
-    let (send, conn) = h2::client::handshake(tcp).await?;
+    // The windows hyper (and so tonic) clients open by default.
+    let (send, conn) = h2::client::Builder::new()
+        .initial_window_size(2 << 20)
+        .initial_connection_window_size(5 << 20)
+        .handshake(tcp)
+        .await?;
     tokio::spawn(async move {
         let _ = conn.await;
     });
@@ -295,7 +303,8 @@ fn next_message(buf: &mut bytes::BytesMut) -> Option<bytes::Bytes> {
 }
 
 /// Publishes a 440 Hz stereo tone as 128 kbps Opus packets (one per 20 ms chunk, passed through
-/// by the server, as Icecast passes ffmpeg's pages through) at real-time pace from `t0`.
+/// by the server, as Icecast passes ffmpeg's pages through) at real-time pace from `t0`, sent
+/// `PRODUCER_BATCH` at a time.
 async fn produce(
     ch: tonic::transport::Channel,
     token: String,
@@ -314,6 +323,7 @@ async fn produce(
             return;
         };
         let mut k = 0u64;
+        let mut packets = Vec::new();
         while !stop.load(Ordering::SeqCst) {
             tokio::time::sleep_until(t0 + Duration::from_millis(k * PRODUCER_CHUNK_MS)).await;
             let pcm: Vec<f32> = (0..960u64)
@@ -323,12 +333,15 @@ async fn produce(
                     [v, v]
                 })
                 .collect();
-            let mut packets = Vec::new();
             let _ = enc.push(&pcm, &mut |p| {
                 packets.push(bytes::Bytes::copy_from_slice(p));
                 Ok(())
             });
-            for p in packets {
+            k += 1;
+            if !k.is_multiple_of(PRODUCER_BATCH) {
+                continue;
+            }
+            for p in packets.drain(..) {
                 let chunk = AudioChunk {
                     stream_id: id,
                     chunk_index: k as i32,
@@ -339,7 +352,6 @@ async fn produce(
                     return;
                 }
             }
-            k += 1;
         }
     });
     let mut c = StreamServiceClient::new(ch);

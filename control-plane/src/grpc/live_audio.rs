@@ -1,6 +1,8 @@
 //! `StreamAudio` on live ids, served just below tonic: each page is encoded as a gRPC frame once
 //! and the same `Bytes` goes to every listener's HTTP/2 stream, so fan-out neither encodes nor
-//! copies audio per listener. Every other call (and `StreamAudio` on tracks) goes to tonic.
+//! copies audio per listener. On a plain HTTP/2 connection the frames go straight onto the
+//! socket from the live writer threads (`grpc::direct`); elsewhere hyper sends them. Every other
+//! call (and `StreamAudio` on tracks) goes to tonic.
 
 use std::{
     convert::Infallible,
@@ -23,6 +25,7 @@ use crate::{
         Media,
         live::{ListenRequest, Live, LiveFeed, Page},
     },
+    grpc::direct::{ConnInfo, DirectBody, H2Sink, frames},
     shutdown::Shutdown,
 };
 
@@ -131,10 +134,36 @@ where
             stream_id: r.track_id,
             country,
         };
-        match self.live.listen(&who, listen).await {
-            Ok((m, feed)) => Ok(response(LiveBody::new(m.id, feed, self.shutdown.clone()))),
-            Err(e) => Ok(Status::from(e).into_http()),
+        let admitted = match self.live.admit(&who, listen).await {
+            Ok(a) => a,
+            Err(e) => return Ok(Status::from(e).into_http()),
+        };
+        let id = admitted.record.id;
+        let conn = parts
+            .extensions
+            .get::<ConnInfo>()
+            .and_then(|c| c.conn.clone());
+        if let Some(conn) = conn
+            && let Some(stream) = conn.claim()
+        {
+            let sink = H2Sink {
+                conn: conn.clone(),
+                stream,
+                media_id: id,
+                max_pages: self.live.queue_pages(),
+            };
+            return Ok(match self.live.attach(admitted, sink) {
+                Ok(a) => response(DirectBody::new(a, conn, stream, self.shutdown.clone())),
+                Err(e) => {
+                    conn.release(stream);
+                    Status::from(e).into_http()
+                }
+            });
         }
+        Ok(match admitted.into_feed() {
+            Ok(feed) => response(LiveBody::new(id, feed, self.shutdown.clone())),
+            Err(e) => Status::from(e).into_http(),
+        })
     }
 }
 
@@ -150,7 +179,10 @@ fn decode_request(b: &Bytes) -> Option<pb::StreamAudioRequest> {
     pb::StreamAudioRequest::decode(&b[5..]).ok()
 }
 
-fn response(body: LiveBody) -> Response<Body> {
+fn response<B>(body: B) -> Response<Body>
+where
+    B: HttpBody<Data = Bytes, Error = Status> + Send + 'static,
+{
     let mut r = Response::new(Body::new(body));
     r.headers_mut()
         .insert("content-type", HeaderValue::from_static("application/grpc"));
@@ -158,30 +190,47 @@ fn response(body: LiveBody) -> Response<Body> {
 }
 
 /// The gRPC frame of `page` as an `AudioChunk` of stream `id`, encoded on first use.
-fn wire(id: i64, page: &Page) -> Bytes {
-    page.wire
-        .get_or_init(|| {
-            let msg = pb::AudioChunk {
-                stream_id: id,
-                chunk_index: page.index as i32,
-                audio_data: page.data.clone(),
-                sample_rate: 48_000,
-                channels: i32::from(page.channels),
-                codec: "opus".into(),
-                timestamp: Some(prost_types::Timestamp {
-                    seconds: (page.timestamp_ms / 1000) as i64,
-                    nanos: ((page.timestamp_ms % 1000) * 1_000_000) as i32,
-                }),
-            };
-            let len = msg.encoded_len();
-            let mut b = BytesMut::with_capacity(5 + len);
-            b.put_u8(0);
-            b.put_u32(len as u32);
-            // Encoding into a buffer of the exact length cannot fail.
-            let _ = msg.encode(&mut b);
-            b.freeze()
-        })
-        .clone()
+pub(crate) fn wire(id: i64, page: &Page) -> Bytes {
+    wire_frame(id, page).slice(frames::HEAD..)
+}
+
+/// The same frame after a 9-byte HTTP/2 DATA frame header for stream 1 (most listeners' stream,
+/// which can then send frame and header as one buffer); any other stream replaces the header.
+pub(crate) fn wire_frame(id: i64, page: &Page) -> &Bytes {
+    page.wire.get_or_init(|| {
+        let msg = pb::AudioChunk {
+            stream_id: id,
+            chunk_index: page.index as i32,
+            audio_data: page.data.clone(),
+            sample_rate: 48_000,
+            channels: i32::from(page.channels),
+            codec: "opus".into(),
+            timestamp: Some(prost_types::Timestamp {
+                seconds: (page.timestamp_ms / 1000) as i64,
+                nanos: ((page.timestamp_ms % 1000) * 1_000_000) as i32,
+            }),
+        };
+        let len = msg.encoded_len();
+        let mut b = BytesMut::with_capacity(frames::HEAD + 5 + len);
+        b.put_slice(&frames::Head::data(5 + len, 1));
+        b.put_u8(0);
+        b.put_u32(len as u32);
+        // Encoding into a buffer of the exact length cannot fail.
+        let _ = msg.encode(&mut b);
+        b.freeze()
+    })
+}
+
+/// The `grpc-status` (and `grpc-message`) trailers of `status`.
+pub(crate) fn trailers(status: &Status) -> HeaderMap {
+    let mut t = HeaderMap::new();
+    t.insert("grpc-status", HeaderValue::from(status.code() as i32));
+    if let Ok(v) = HeaderValue::from_str(status.message())
+        && !status.message().is_empty()
+    {
+        t.insert("grpc-message", v);
+    }
+    t
 }
 
 /// One listener's response body: shared frames, then `grpc-status` trailers. On shutdown the
@@ -205,14 +254,7 @@ impl LiveBody {
 
     fn end(&mut self, status: Status) -> Poll<Option<Result<Frame<Bytes>, Status>>> {
         self.done = true;
-        let mut trailers = HeaderMap::new();
-        trailers.insert("grpc-status", HeaderValue::from(status.code() as i32));
-        if let Ok(v) = HeaderValue::from_str(status.message())
-            && !status.message().is_empty()
-        {
-            trailers.insert("grpc-message", v);
-        }
-        Poll::Ready(Some(Ok(Frame::trailers(trailers))))
+        Poll::Ready(Some(Ok(Frame::trailers(trailers(&status)))))
     }
 }
 

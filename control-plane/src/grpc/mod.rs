@@ -4,6 +4,7 @@
 pub mod analytics;
 pub mod auth;
 pub mod chat;
+pub mod direct;
 pub mod health;
 pub mod live_audio;
 pub mod metrics_layer;
@@ -33,7 +34,14 @@ pub fn timestamp(ms: i64) -> Option<prost_types::Timestamp> {
 
 /// The client address as the transport saw it.
 pub fn peer_ip<T>(req: &Request<T>) -> String {
-    req.remote_addr()
+    let ext = req.extensions();
+    ext.get::<direct::ConnInfo>()
+        .or_else(|| {
+            ext.get::<tonic::transport::server::TlsConnectInfo<direct::ConnInfo>>()
+                .map(|t| t.get_ref())
+        })
+        .and_then(|c| c.tcp.remote_addr)
+        .or_else(|| req.remote_addr())
         .map(|a| a.ip().to_string())
         .unwrap_or_default()
 }

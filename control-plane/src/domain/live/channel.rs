@@ -188,8 +188,13 @@ impl Channel {
 
     /// Records one page's arrival → send latency.
     pub fn record_latency(&self, ms: u64) {
+        self.record_latency_n(ms, 1);
+    }
+
+    /// Records `n` sends of the same arrival → send latency.
+    pub fn record_latency_n(&self, ms: u64, n: u64) {
         let b = (ms as usize).min(LATENCY_BUCKETS - 1);
-        self.latency[b].fetch_add(1, Ordering::Relaxed);
+        self.latency[b].fetch_add(n, Ordering::Relaxed);
     }
 
     /// The cumulative latency histogram (diff two snapshots for an interval).

@@ -210,9 +210,10 @@ impl Live {
             return Ok(());
         };
         let mut record = w.record.take();
+        let recording = record.is_some();
         let codec = p.codec;
         let data = c.data;
-        let joined = tokio::task::spawn_blocking(move || {
+        let work = move || {
             let pages = match codec {
                 InputCodec::Pcm { .. } => enc.push_pcm(&data),
                 InputCodec::Opus { .. } => enc.push_opus_packet(&data),
@@ -221,9 +222,16 @@ impl Live {
                 write_pages(f, pages);
             }
             (enc, record, pages)
-        })
-        .await;
-        let (enc, record, pages) = joined.map_err(|e| DomainError::Internal(e.into()))?;
+        };
+        // Passing Opus through is a few µs of muxing: only encoding or a recording's file
+        // writes are worth a blocking thread (and its two wake-ups per chunk).
+        let (enc, record, pages) = if matches!(codec, InputCodec::Opus { .. }) && !recording {
+            work()
+        } else {
+            tokio::task::spawn_blocking(work)
+                .await
+                .map_err(|e| DomainError::Internal(e.into()))?
+        };
         w.samples = enc.frames_in();
         w.encoder = Some(enc);
         w.record = record;

@@ -14,6 +14,7 @@ use veza_storage::MediaRecord;
 use super::{
     DomainError, Live, Result,
     channel::{Channel, Event, Page},
+    fanout::{Attached, Sink},
     ingest::now_us,
 };
 use crate::{auth::Caller, bus::Bus};
@@ -29,13 +30,27 @@ pub struct ListenRequest {
 /// The pages one listener receives, each shared with every other listener.
 pub type LiveFeed = Pin<Box<dyn Stream<Item = Arc<Page>> + Send + 'static>>;
 
+/// A listener let in (caps checked, counted in) but not yet fed.
+pub struct Admitted {
+    pub record: MediaRecord,
+    channel: Arc<Channel>,
+    guard: ListenerGuard,
+}
+
 impl Live {
-    /// Joins live stream `req.stream_id` at its live edge.
+    /// Joins live stream `req.stream_id` at its live edge, as a feed of shared pages.
     pub async fn listen(
         &self,
         who: &Caller,
         req: ListenRequest,
     ) -> Result<(MediaRecord, LiveFeed)> {
+        let a = self.admit(who, req).await?;
+        let record = a.record.clone();
+        Ok((record, a.into_feed()?))
+    }
+
+    /// Lets a listener of live stream `req.stream_id` in: checks the caps and counts it in.
+    pub async fn admit(&self, who: &Caller, req: ListenRequest) -> Result<Admitted> {
         let id = req.stream_id;
         let m = self.live_record(id).await?;
         let o = &self.inner.opts;
@@ -59,18 +74,56 @@ impl Live {
             let c = channel.clone();
             tokio::spawn(async move { live.follow_relay(c).await });
         }
-        let joined = channel.join().ok_or_else(|| {
-            DomainError::FailedPrecondition(format!("live stream {id} has ended"))
-        })?;
+        if channel.ended() {
+            return Err(ended(id));
+        }
         let country = req.country.as_deref().and_then(normalize_country);
-        let guard = ListenerGuard::new(self.clone(), channel, country, who.user_id().unwrap_or(0));
+        let guard = ListenerGuard::new(
+            self.clone(),
+            channel.clone(),
+            country,
+            who.user_id().unwrap_or(0),
+        );
+        Ok(Admitted {
+            record: m,
+            channel,
+            guard,
+        })
+    }
+
+    /// Feeds an admitted listener through `sink`, straight from the writer threads.
+    pub fn attach(&self, a: Admitted, sink: impl Sink) -> Result<Attached> {
+        let id = a.channel.id;
+        self.inner
+            .fanouts
+            .attach(&a.channel, sink, a.guard)
+            .ok_or_else(|| ended(id))
+    }
+
+    /// Pages a direct listener may have waiting before it skips ahead: the lag bound, and at
+    /// least the join burst.
+    pub fn queue_pages(&self) -> usize {
+        let o = &self.inner.opts;
+        let chunk = o.chunk_ms.max(1);
+        ((o.max_lag_ms / chunk) as usize + 1).max((o.burst_ms / chunk) as usize + 3)
+    }
+}
+
+impl Admitted {
+    /// The listener's pages as a stream: headers and burst, then the broadcast.
+    pub fn into_feed(self) -> Result<LiveFeed> {
+        let joined = self.channel.join().ok_or_else(|| ended(self.channel.id))?;
         let state = FeedState {
             first: joined.first.into(),
             rx: joined.rx,
-            guard,
+            guard: self.guard,
         };
-        Ok((m, Box::pin(futures::stream::unfold(state, next_page))))
+        Ok(Box::pin(futures::stream::unfold(state, next_page)))
     }
+}
+
+fn ended(id: i64) -> DomainError {
+    DomainError::FailedPrecondition(format!("live stream {id} has ended"))
 }
 
 struct FeedState {
@@ -101,13 +154,13 @@ async fn next_page(mut s: FeedState) -> Option<(Arc<Page>, FeedState)> {
     }
 }
 
-/// Counts a listener in while its feed lives; emits `play_started` / `play_finished`.
-struct ListenerGuard {
+/// Counts a listener in while it lives; emits `play_started` / `play_finished`.
+pub(super) struct ListenerGuard {
     live: Live,
     channel: Arc<Channel>,
     country: Option<String>,
     user: i64,
-    pages: u64,
+    pub(super) pages: u64,
 }
 
 impl ListenerGuard {

@@ -4,6 +4,7 @@
 //! "Live streams".
 
 mod channel;
+mod fanout;
 mod ingest;
 mod listen;
 mod presence;
@@ -23,8 +24,9 @@ use std::{
 use veza_storage::{Db, MediaRecord, NewLive};
 
 pub use channel::Page;
+pub use fanout::{Attached, Pushed, Sink, prefetch};
 pub use ingest::LiveChunk;
-pub use listen::{ListenRequest, LiveFeed};
+pub use listen::{Admitted, ListenRequest, LiveFeed};
 pub use stats::{LiveStats, StatsFeed};
 
 use super::{
@@ -49,6 +51,8 @@ pub struct LiveOptions {
     pub max_listeners: usize,
     /// Opus bitrate for PCM input, in kbps.
     pub bitrate_kbps: u32,
+    /// Threads writing pages to direct listeners.
+    pub writers: usize,
     /// Where recordings are written while live.
     pub tmp_dir: PathBuf,
 }
@@ -83,6 +87,7 @@ struct Inner {
     remote: presence::Remote,
     /// Live listeners on this instance, all streams.
     listeners: AtomicUsize,
+    fanouts: Arc<fanout::Fanouts>,
     shutdown: Shutdown,
 }
 
@@ -98,6 +103,7 @@ impl Live {
         shutdown: Shutdown,
     ) -> anyhow::Result<Live> {
         std::fs::create_dir_all(&opts.tmp_dir)?;
+        let fanouts = Arc::new(fanout::Fanouts::new(metrics.clone(), opts.writers));
         let live = Live {
             inner: Arc::new(Inner {
                 db,
@@ -111,6 +117,7 @@ impl Live {
                 producers: Mutex::new(HashMap::new()),
                 remote: presence::Remote::default(),
                 listeners: AtomicUsize::new(0),
+                fanouts,
                 shutdown,
             }),
         };

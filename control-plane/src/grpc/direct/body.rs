@@ -1,0 +1,135 @@
+//! A direct listener's response: the audio goes through its [`H2Sink`], written by the live
+//! writer threads, so the body hyper polls carries nothing until the trailers.
+
+use std::{
+    pin::Pin,
+    sync::Arc,
+    task::{Context, Poll},
+    time::Duration,
+};
+
+use bytes::Bytes;
+use http_body::{Body as HttpBody, Frame};
+use tokio::time::{Instant, Sleep};
+use tonic::Status;
+
+use super::conn::Conn;
+use crate::{
+    domain::live::{Attached, Page, Pushed, Sink},
+    grpc::live_audio::{trailers, wire_frame},
+    shutdown::Shutdown,
+};
+
+/// How long the last pages may take to drain into a full socket once the stream ended.
+const DRAIN: Duration = Duration::from_secs(3);
+/// How often a full socket is tried again meanwhile.
+const RETRY: Duration = Duration::from_millis(20);
+
+/// One listener's HTTP/2 stream, fed with the page frames every listener shares.
+pub struct H2Sink {
+    pub conn: Arc<Conn>,
+    pub stream: u32,
+    pub media_id: i64,
+    pub max_pages: usize,
+}
+
+impl Sink for H2Sink {
+    fn push(&self, page: &Arc<Page>, keep: bool) -> Pushed {
+        self.conn.push(
+            self.stream,
+            wire_frame(self.media_id, page),
+            keep,
+            self.max_pages,
+        )
+    }
+
+    fn prefetch(&self) {
+        self.conn.prefetch();
+    }
+}
+
+/// The response body of a direct listener: pending while the writers send its audio, then the
+/// `grpc-status` trailers once everything queued is on the wire.
+pub struct DirectBody {
+    attached: Attached,
+    conn: Arc<Conn>,
+    stream: u32,
+    shutdown: Shutdown,
+    retry: Option<(Instant, Pin<Box<Sleep>>)>,
+    done: bool,
+}
+
+impl DirectBody {
+    pub fn new(attached: Attached, conn: Arc<Conn>, stream: u32, shutdown: Shutdown) -> Self {
+        DirectBody {
+            attached,
+            conn,
+            stream,
+            shutdown,
+            retry: None,
+            done: false,
+        }
+    }
+
+    /// Whether the last pages are written, retrying a full socket until the drain deadline.
+    fn poll_drained(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        loop {
+            if self.conn.drained(self.stream, cx.waker()) {
+                return Poll::Ready(());
+            }
+            let now = Instant::now();
+            let (deadline, sleep) = self
+                .retry
+                .get_or_insert_with(|| (now + DRAIN, Box::pin(tokio::time::sleep(RETRY))));
+            if now >= *deadline {
+                return Poll::Ready(());
+            }
+            if sleep.as_mut().poll(cx).is_pending() {
+                return Poll::Pending;
+            }
+            sleep.as_mut().reset(now + RETRY);
+        }
+    }
+}
+
+impl HttpBody for DirectBody {
+    type Data = Bytes;
+    type Error = Status;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Status>>> {
+        if self.done {
+            return Poll::Ready(None);
+        }
+        if self.attached.poll_ended(cx).is_pending() {
+            return Poll::Pending;
+        }
+        if self.conn.closed(self.stream) {
+            self.done = true;
+            return Poll::Ready(None);
+        }
+        if self.poll_drained(cx).is_pending() {
+            return Poll::Pending;
+        }
+        self.conn.release(self.stream);
+        self.done = true;
+        let status = if self.shutdown.is_triggered() {
+            Status::unavailable("server is shutting down")
+        } else {
+            Status::ok("")
+        };
+        Poll::Ready(Some(Ok(Frame::trailers(trailers(&status)))))
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.done
+    }
+}
+
+impl Drop for DirectBody {
+    fn drop(&mut self) {
+        self.conn.release(self.stream);
+    }
+}

@@ -1,0 +1,974 @@
+//! The gRPC port's connections, wrapped so that live audio can go straight onto the socket
+//! between hyper's HTTP/2 frames. Both directions are followed by a frame [`Scanner`], which
+//! tells where a frame may be inserted, which stream a live request came on, and how much
+//! flow-control window the peer has granted; hyper's own DATA is held to the window they share.
+
+use std::{
+    collections::VecDeque,
+    io::{self, IoSlice},
+    net::Shutdown,
+    pin::Pin,
+    sync::{Arc, Mutex, MutexGuard},
+    task::{Context, Poll, Waker, ready},
+};
+
+use bytes::Bytes;
+use smallvec::SmallVec;
+use tokio::{
+    io::{AsyncRead, AsyncWrite, ReadBuf},
+    net::TcpStream,
+};
+use tonic::transport::server::{Connected, TcpConnectInfo};
+
+use super::frames::{self, Event, Head, Scanner};
+use crate::domain::live::{Pushed, prefetch};
+
+/// Largest read-ahead kept while hyper waits for window.
+const MAX_AHEAD: usize = 64 << 10;
+/// Bounds of `ConnIo::read_hint`.
+const MIN_READ: usize = 4 << 10;
+const MAX_READ: usize = 256 << 10;
+/// Most slices in one vectored write.
+const MAX_SLICES: usize = 64;
+
+/// What a request on this connection carries in its extensions.
+#[derive(Clone)]
+pub struct ConnInfo {
+    pub tcp: TcpConnectInfo,
+    /// The connection, when it can be written to directly (plain TCP, not TLS).
+    pub conn: Option<Arc<Conn>>,
+}
+
+/// One accepted connection, shared by hyper (through [`ConnIo`]) and the live writers.
+pub struct Conn {
+    sock: TcpStream,
+    st: Mutex<State>,
+}
+
+/// The IO hyper serves a connection over.
+pub struct ConnIo {
+    conn: Arc<Conn>,
+    info: TcpConnectInfo,
+    follow: bool,
+    /// Bytes asked of the socket per read: small for listeners, doubling while reads fill it
+    /// (hyper hands over uninitialised buffers, which a read here must zero first).
+    read_hint: usize,
+}
+
+impl ConnIo {
+    /// Wraps an accepted socket; `follow` is false where the bytes are not plain HTTP/2 (TLS).
+    pub fn new(sock: TcpStream, follow: bool) -> ConnIo {
+        let info = TcpConnectInfo {
+            local_addr: sock.local_addr().ok(),
+            remote_addr: sock.peer_addr().ok(),
+        };
+        let conn = Arc::new(Conn {
+            sock,
+            st: Mutex::new(State::new()),
+        });
+        ConnIo {
+            conn,
+            info,
+            follow,
+            read_hint: MIN_READ,
+        }
+    }
+}
+
+impl Connected for ConnIo {
+    type ConnectInfo = ConnInfo;
+
+    fn connect_info(&self) -> ConnInfo {
+        ConnInfo {
+            tcp: self.info.clone(),
+            conn: self.follow.then(|| self.conn.clone()),
+        }
+    }
+}
+
+impl Drop for ConnIo {
+    fn drop(&mut self) {
+        self.conn.lock().die();
+        let _ = socket2::SockRef::from(&self.conn.sock).shutdown(Shutdown::Both);
+    }
+}
+
+struct State {
+    inbound: Scanner,
+    outbound: Scanner,
+    /// Connection-level window the peer granted, less every DATA byte sent.
+    window: i64,
+    /// The peer's `SETTINGS_INITIAL_WINDOW_SIZE`.
+    initial: i64,
+    /// Streams the client opened that are still open; `true` once hyper has answered one.
+    open: Vec<(u32, bool)>,
+    /// Streams served by the live writers: nearly always one, kept inline.
+    live: SmallVec<[LiveStream; 1]>,
+    /// A live frame partly on the wire, which goes before anything else.
+    partial: Option<u32>,
+    /// Whether live frames ever went out (hyper's DATA is then held to the true window).
+    shared_window: bool,
+    /// Bytes read (and scanned) ahead while hyper waited for window.
+    ahead: VecDeque<u8>,
+    /// Hyper's task, waiting for window.
+    blocked: Option<Waker>,
+    dead: bool,
+}
+
+struct LiveStream {
+    id: u32,
+    window: i64,
+    /// Hyper has sent the response headers: DATA may follow.
+    answered: bool,
+    queue: VecDeque<Out>,
+    /// Whole pages in `queue`.
+    pages: usize,
+    closed: bool,
+    waker: Option<Waker>,
+}
+
+/// One DATA frame of a page, as far as it has been written.
+struct Out {
+    head: [u8; 9],
+    body: Bytes,
+    off: usize,
+    first: bool,
+    last: bool,
+    keep: bool,
+}
+
+impl Out {
+    fn len(&self) -> usize {
+        9 + self.body.len()
+    }
+
+    fn slices<'a>(&'a self, into: &mut Vec<IoSlice<'a>>) {
+        if self.off < 9 {
+            into.push(IoSlice::new(&self.head[self.off..]));
+        }
+        let b = self.off.saturating_sub(9);
+        if b < self.body.len() {
+            into.push(IoSlice::new(&self.body[b..]));
+        }
+    }
+}
+
+impl Conn {
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.st.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Starts loading this connection's state into the cache (see `live::prefetch`).
+    pub fn prefetch(&self) {
+        let p = std::ptr::from_ref(self).cast::<u8>();
+        for line in (0..std::mem::size_of::<Conn>()).step_by(64) {
+            prefetch(p.wrapping_add(line));
+        }
+    }
+
+    /// Takes over the response of the one request on this connection hyper has not answered
+    /// yet, returning its stream id; `None` when that is ambiguous or the bytes are not HTTP/2.
+    pub fn claim(&self) -> Option<u32> {
+        let mut st = self.lock();
+        if st.dead || st.inbound.lost() || st.outbound.lost() {
+            return None;
+        }
+        let mut waiting = st
+            .open
+            .iter()
+            .filter(|(id, answered)| !answered && !st.live.iter().any(|l| l.id == *id))
+            .map(|(id, _)| *id);
+        let id = waiting.next()?;
+        if waiting.next().is_some() {
+            return None;
+        }
+        let window = st.initial;
+        st.live.push(LiveStream {
+            id,
+            window,
+            answered: false,
+            queue: VecDeque::new(),
+            pages: 0,
+            closed: false,
+            waker: None,
+        });
+        Some(id)
+    }
+
+    /// Queues one gRPC message (a page) on `stream` and writes what the socket takes. `framed`
+    /// is the message after a DATA frame header for stream 1 (see `live_audio::wire_frame`).
+    /// With `max_pages` pages already waiting, the unsent ones are dropped first (`keep` pages
+    /// stay).
+    pub fn push(&self, stream: u32, framed: &Bytes, keep: bool, max_pages: usize) -> Pushed {
+        let mut st = self.lock();
+        if st.dead {
+            return Pushed::Gone;
+        }
+        let Some(i) = st.live.iter().position(|s| s.id == stream && !s.closed) else {
+            return Pushed::Gone;
+        };
+        if let Some(done) = st.send_now(i, framed, keep, &self.sock) {
+            return done;
+        }
+        let msg = framed.slice(frames::HEAD.min(framed.len())..);
+        let s = &mut st.live[i];
+        let skipped = s.pages >= max_pages.max(1);
+        if skipped {
+            s.drop_unsent(false);
+        }
+        s.enqueue(&msg, keep);
+        st.flush(&self.sock);
+        if skipped {
+            Pushed::Skipped
+        } else {
+            Pushed::Queued
+        }
+    }
+
+    /// Whether everything queued on `stream` is written (or the stream is gone); otherwise
+    /// `waker` is woken when it is.
+    pub fn drained(&self, stream: u32, waker: &Waker) -> bool {
+        let mut st = self.lock();
+        st.flush(&self.sock);
+        match st.live.iter_mut().find(|s| s.id == stream) {
+            Some(s) if !s.closed && !s.queue.is_empty() => {
+                s.waker = Some(waker.clone());
+                false
+            }
+            _ => true,
+        }
+    }
+
+    /// Whether `stream` was closed (reset by either side, or the connection died).
+    pub fn closed(&self, stream: u32) -> bool {
+        let st = self.lock();
+        st.dead || st.live.iter().all(|s| s.id != stream || s.closed)
+    }
+
+    /// Gives `stream` back to hyper: unsent pages are dropped, a frame half written is finished.
+    pub fn release(&self, stream: u32) {
+        let mut st = self.lock();
+        if let Some(s) = st.live.iter_mut().find(|s| s.id == stream) {
+            s.closed = true;
+            s.drop_unsent(true);
+        }
+        st.prune();
+    }
+}
+
+impl LiveStream {
+    fn enqueue(&mut self, msg: &Bytes, keep: bool) {
+        let n = msg.len().div_ceil(frames::MAX_DATA).max(1);
+        for i in 0..n {
+            let body = msg.slice(i * frames::MAX_DATA..((i + 1) * frames::MAX_DATA).min(msg.len()));
+            self.queue.push_back(Out {
+                head: Head::data(body.len(), self.id),
+                body,
+                off: 0,
+                first: i == 0,
+                last: i + 1 == n,
+                keep,
+            });
+        }
+        self.pages += 1;
+    }
+
+    /// Drops the pages not yet begun (all of them, or all but `keep` ones); a page begun stays
+    /// whole unless `closing`, when only a frame half written stays.
+    fn drop_unsent(&mut self, closing: bool) {
+        let begun = self.queue.front().is_some_and(|f| f.off > 0 || !f.first);
+        let mut in_begun = begun;
+        let mut kept = VecDeque::with_capacity(self.queue.len());
+        for (i, f) in self.queue.drain(..).enumerate() {
+            let stay = if closing {
+                i == 0 && f.off > 0
+            } else {
+                in_begun || f.keep
+            };
+            if f.last {
+                in_begun = false;
+            }
+            if stay {
+                kept.push_back(f);
+            }
+        }
+        self.queue = kept;
+        self.pages = self.queue.iter().filter(|f| f.last).count();
+    }
+}
+
+impl State {
+    fn new() -> State {
+        State {
+            inbound: Scanner::from_client(),
+            outbound: Scanner::from_server(),
+            window: 65_535,
+            initial: 65_535,
+            open: Vec::new(),
+            live: SmallVec::new(),
+            partial: None,
+            shared_window: false,
+            ahead: VecDeque::new(),
+            blocked: None,
+            dead: false,
+        }
+    }
+
+    fn die(&mut self) {
+        self.dead = true;
+        for s in &mut self.live {
+            s.closed = true;
+            s.queue.clear();
+            if let Some(w) = s.waker.take() {
+                w.wake();
+            }
+        }
+        if let Some(w) = self.blocked.take() {
+            w.wake();
+        }
+    }
+
+    /// Writes queued live frames while the socket, the windows and hyper's framing allow.
+    fn flush(&mut self, sock: &TcpStream) {
+        if self.live.is_empty() {
+            return;
+        }
+        while !self.dead && (self.partial.is_some() || self.outbound.at_boundary()) {
+            self.fit();
+            let order = self.order();
+            let mut slices = Vec::with_capacity(16);
+            let mut plan = Vec::with_capacity(order.len());
+            let mut conn_window = self.window;
+            for &i in &order {
+                let s = &self.live[i];
+                if !s.answered || slices.len() >= MAX_SLICES {
+                    continue;
+                }
+                let mut window = s.window;
+                let mut n = 0;
+                for f in &s.queue {
+                    let len = f.body.len() as i64;
+                    if f.off == 0 && (len > conn_window || len > window) {
+                        break;
+                    }
+                    if f.off == 0 {
+                        conn_window -= len;
+                        window -= len;
+                    }
+                    f.slices(&mut slices);
+                    n += 1;
+                    if slices.len() >= MAX_SLICES {
+                        break;
+                    }
+                }
+                plan.push((i, n));
+            }
+            let total: usize = slices.iter().map(|s| s.len()).sum();
+            if total == 0 {
+                return;
+            }
+            let result = send(sock, &slices);
+            drop(slices);
+            let written = match result {
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(_) => return self.die(),
+            };
+            self.shared_window = true;
+            self.consume(&plan, written);
+            if written < total {
+                return;
+            }
+        }
+    }
+
+    /// Writes a one-frame page at once when nothing is waiting (the common case: no queue, no
+    /// copy, one `sendmsg`); `None` when it has to go through the queue.
+    fn send_now(
+        &mut self,
+        i: usize,
+        framed: &Bytes,
+        keep: bool,
+        sock: &TcpStream,
+    ) -> Option<Pushed> {
+        let len = framed.len().checked_sub(frames::HEAD)?;
+        let s = &self.live[i];
+        let fits = len <= frames::MAX_DATA && len as i64 <= self.window.min(s.window);
+        if !fits || !s.answered || !s.queue.is_empty() || self.partial.is_some() {
+            return None;
+        }
+        if !self.outbound.at_boundary() {
+            return None;
+        }
+        let head = Head::data(len, s.id);
+        let sent = if s.id == 1 {
+            socket2::SockRef::from(sock).send_with_flags(framed, libc::MSG_NOSIGNAL)
+        } else {
+            send(
+                sock,
+                &[IoSlice::new(&head), IoSlice::new(&framed[frames::HEAD..])],
+            )
+        };
+        let written = match sent {
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return None,
+            Err(_) => {
+                self.die();
+                return Some(Pushed::Gone);
+            }
+        };
+        self.shared_window = true;
+        self.window -= len as i64;
+        let s = &mut self.live[i];
+        s.window -= len as i64;
+        if written < frames::HEAD + len {
+            s.queue.push_back(Out {
+                head,
+                body: framed.slice(frames::HEAD..),
+                off: written,
+                first: true,
+                last: true,
+                keep,
+            });
+            s.pages += 1;
+            self.partial = Some(s.id);
+        }
+        Some(Pushed::Queued)
+    }
+
+    /// Splits the frames that would not fit the peer's windows, so that a small window never
+    /// holds a stream back (frames already begun had their window taken).
+    fn fit(&mut self) {
+        let mut conn_window = self.window;
+        for s in &mut self.live {
+            if !s.answered {
+                continue;
+            }
+            let mut window = s.window;
+            let mut i = 0;
+            while i < s.queue.len() {
+                let avail = conn_window.min(window);
+                let f = &mut s.queue[i];
+                i += 1;
+                if f.off > 0 {
+                    continue;
+                }
+                if avail <= 0 {
+                    break;
+                }
+                let len = f.body.len() as i64;
+                if len > avail {
+                    let rest = Out {
+                        head: [0; 9],
+                        body: f.body.split_off(avail as usize),
+                        off: 0,
+                        first: false,
+                        last: f.last,
+                        keep: f.keep,
+                    };
+                    f.last = false;
+                    f.head = Head::data(f.body.len(), s.id);
+                    let mut rest = rest;
+                    rest.head = Head::data(rest.body.len(), s.id);
+                    s.queue.insert(i, rest);
+                }
+                let took = len.min(avail);
+                conn_window -= took;
+                window -= took;
+            }
+        }
+    }
+
+    /// Live streams in writing order: the one with a frame half written first.
+    fn order(&self) -> Vec<usize> {
+        let first = self
+            .partial
+            .and_then(|id| self.live.iter().position(|s| s.id == id));
+        first
+            .into_iter()
+            .chain((0..self.live.len()).filter(|i| Some(*i) != first))
+            .collect()
+    }
+
+    /// Accounts for `written` bytes of the frames `plan` put on the wire.
+    fn consume(&mut self, plan: &[(usize, usize)], mut written: usize) {
+        self.partial = None;
+        for &(i, n) in plan {
+            let s = &mut self.live[i];
+            for _ in 0..n {
+                let Some(f) = s.queue.front_mut() else { break };
+                if written == 0 {
+                    break;
+                }
+                if f.off == 0 {
+                    let len = f.body.len() as i64;
+                    self.window -= len;
+                    s.window -= len;
+                }
+                let take = written.min(f.len() - f.off);
+                f.off += take;
+                written -= take;
+                if f.off < f.len() {
+                    self.partial = Some(s.id);
+                    return;
+                }
+                if f.last {
+                    s.pages -= 1;
+                }
+                s.queue.pop_front();
+            }
+            if s.queue.is_empty()
+                && let Some(w) = s.waker.take()
+            {
+                w.wake();
+            }
+        }
+        self.prune();
+    }
+
+    /// Forgets closed streams with nothing half written.
+    fn prune(&mut self) {
+        let partial = self.partial;
+        self.live
+            .retain(|s| !(s.closed && (s.queue.is_empty() || Some(s.id) != partial)));
+    }
+
+    fn close(&mut self, stream: u32) {
+        self.open.retain(|(id, _)| *id != stream);
+        if let Some(s) = self.live.iter_mut().find(|s| s.id == stream) {
+            s.closed = true;
+            s.drop_unsent(true);
+            if let Some(w) = s.waker.take() {
+                w.wake();
+            }
+        }
+        self.prune();
+    }
+
+    /// Follows bytes the client sent.
+    fn received(&mut self, bytes: &[u8], sock: &TcpStream) {
+        let mut events = Vec::new();
+        self.inbound.feed(bytes, &mut |e| events.push(e));
+        let mut more_window = false;
+        for e in events {
+            match e {
+                Event::Start { head, .. }
+                    if head.ty == frames::HEADERS
+                        && head.stream % 2 == 1
+                        && !self.open.iter().any(|(id, _)| *id == head.stream) =>
+                {
+                    self.open.push((head.stream, false));
+                }
+                Event::End(head) if head.ty == frames::RST_STREAM => self.close(head.stream),
+                Event::Window {
+                    stream: 0,
+                    increment,
+                } => {
+                    self.window += i64::from(increment);
+                    more_window = true;
+                }
+                Event::Window { stream, increment } => {
+                    if let Some(s) = self.live.iter_mut().find(|s| s.id == stream) {
+                        s.window += i64::from(increment);
+                        more_window = true;
+                    }
+                }
+                Event::Setting {
+                    id: frames::INITIAL_WINDOW_SIZE,
+                    value,
+                } => {
+                    let delta = i64::from(value) - self.initial;
+                    self.initial = i64::from(value);
+                    for s in &mut self.live {
+                        s.window += delta;
+                    }
+                    more_window = true;
+                }
+                _ => {}
+            }
+        }
+        if more_window {
+            self.flush(sock);
+            if let Some(w) = self.blocked.take() {
+                w.wake();
+            }
+        }
+    }
+
+    /// Follows bytes hyper sent.
+    fn sent(&mut self, bufs: &[IoSlice<'_>], mut n: usize) {
+        let mut events = Vec::new();
+        for b in bufs {
+            if n == 0 {
+                break;
+            }
+            let take = n.min(b.len());
+            self.outbound.feed(&b[..take], &mut |e| events.push(e));
+            n -= take;
+        }
+        for e in events {
+            match e {
+                Event::Start { head, .. } if head.ty == frames::DATA => {
+                    self.window -= i64::from(head.len);
+                }
+                Event::End(head) => self.sent_frame(head),
+                _ => {}
+            }
+        }
+    }
+
+    fn sent_frame(&mut self, head: Head) {
+        let block_end = matches!(head.ty, frames::HEADERS | frames::CONTINUATION)
+            && head.flags & frames::END_HEADERS != 0;
+        if block_end {
+            if let Some(o) = self.open.iter_mut().find(|(id, _)| *id == head.stream) {
+                o.1 = true;
+            }
+            if let Some(s) = self.live.iter_mut().find(|s| s.id == head.stream) {
+                s.answered = true;
+            }
+        }
+        let ends = matches!(head.ty, frames::DATA | frames::HEADERS)
+            && head.flags & frames::END_STREAM != 0;
+        if ends || head.ty == frames::RST_STREAM {
+            self.close(head.stream);
+        }
+    }
+
+    /// How many of hyper's bytes may go now: all, unless a DATA frame beginning in them would
+    /// exceed the window hyper shares with the live frames.
+    fn hyper_limit(&self, bufs: &[IoSlice<'_>]) -> usize {
+        let total: usize = bufs.iter().map(|b| b.len()).sum();
+        if !self.shared_window {
+            return total;
+        }
+        let mut scan = self.outbound.clone();
+        let mut need = 0i64;
+        let mut limit = None;
+        let mut base = 0;
+        for b in bufs {
+            scan.feed(b, &mut |e| {
+                if let Event::Start { head, at: Some(at) } = e
+                    && head.ty == frames::DATA
+                    && limit.is_none()
+                {
+                    need += i64::from(head.len);
+                    if need > self.window {
+                        limit = Some(base + at);
+                    }
+                }
+            });
+            base += b.len();
+            if limit.is_some() {
+                break;
+            }
+        }
+        limit.unwrap_or(total)
+    }
+
+    /// Reads what the client sent while hyper is held (for its WINDOW_UPDATE frames).
+    fn read_ahead(&mut self, sock: &TcpStream, cx: &mut Context<'_>) -> io::Result<()> {
+        let mut tmp = [0u8; 4096];
+        while self.ahead.len() < MAX_AHEAD {
+            if sock.poll_read_ready(cx)?.is_pending() {
+                return Ok(());
+            }
+            match sock.try_read(&mut tmp) {
+                Ok(0) => {
+                    // The peer is gone while hyper waits for its window: nothing will come.
+                    self.die();
+                    return Ok(());
+                }
+                Ok(n) => {
+                    self.ahead.extend(&tmp[..n]);
+                    self.received(&tmp[..n], sock);
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+}
+
+impl ConnIo {
+    fn write_followed(
+        &self,
+        cx: &mut Context<'_>,
+        bufs: &[IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let sock = &self.conn.sock;
+        let mut st = self.conn.lock();
+        loop {
+            st.flush(sock);
+            if st.dead {
+                return Poll::Ready(Err(io::ErrorKind::BrokenPipe.into()));
+            }
+            if st.partial.is_none() {
+                break;
+            }
+            ready!(sock.poll_write_ready(cx))?;
+        }
+        let mut limit = st.hyper_limit(bufs);
+        if limit == 0 && bufs.iter().any(|b| !b.is_empty()) {
+            st.blocked = Some(cx.waker().clone());
+            st.read_ahead(sock, cx)?;
+            if st.dead {
+                return Poll::Ready(Err(io::ErrorKind::BrokenPipe.into()));
+            }
+            limit = st.hyper_limit(bufs);
+            if limit == 0 {
+                return Poll::Pending;
+            }
+        }
+        let slices = truncate(bufs, limit);
+        let n = loop {
+            match sock.try_write_vectored(&slices) {
+                Ok(n) => break n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    ready!(sock.poll_write_ready(cx))?;
+                }
+                Err(e) => return Poll::Ready(Err(e)),
+            }
+        };
+        st.sent(&slices, n);
+        st.flush(sock);
+        Poll::Ready(Ok(n))
+    }
+
+    fn read_followed(
+        &mut self,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        {
+            let mut st = self.conn.lock();
+            if !st.ahead.is_empty() {
+                let n = st.ahead.len().min(buf.remaining());
+                let (a, b) = st.ahead.as_slices();
+                let from_a = n.min(a.len());
+                buf.put_slice(&a[..from_a]);
+                buf.put_slice(&b[..n - from_a]);
+                st.ahead.drain(..n);
+                return Poll::Ready(Ok(()));
+            }
+        }
+        let sock = &self.conn.sock;
+        loop {
+            ready!(sock.poll_read_ready(cx))?;
+            let filled = buf.filled().len();
+            let ask = buf.remaining().min(self.read_hint);
+            match sock.try_read(buf.initialize_unfilled_to(ask)) {
+                Ok(n) => {
+                    buf.advance(n);
+                    if n == ask {
+                        self.read_hint = (ask * 2).min(MAX_READ);
+                    }
+                    if self.follow {
+                        self.conn
+                            .lock()
+                            .received(&buf.filled()[filled..filled + n], sock);
+                    }
+                    return Poll::Ready(Ok(()));
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(e) => return Poll::Ready(Err(e)),
+            }
+        }
+    }
+}
+
+/// One `sendmsg` of `bufs`, which never raises `SIGPIPE`.
+fn send(sock: &TcpStream, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
+    socket2::SockRef::from(sock).send_vectored_with_flags(bufs, libc::MSG_NOSIGNAL)
+}
+
+/// The first `limit` bytes of `bufs`.
+fn truncate<'a>(bufs: &'a [IoSlice<'a>], mut limit: usize) -> Vec<IoSlice<'a>> {
+    let mut out = Vec::with_capacity(bufs.len());
+    for b in bufs {
+        if limit == 0 {
+            break;
+        }
+        let take = limit.min(b.len());
+        out.push(IoSlice::new(&b[..take]));
+        limit -= take;
+    }
+    out
+}
+
+impl AsyncRead for ConnIo {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        self.get_mut().read_followed(cx, buf)
+    }
+}
+
+impl AsyncWrite for ConnIo {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        self.poll_write_vectored(cx, &[IoSlice::new(buf)])
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        if self.follow {
+            return self.write_followed(cx, bufs);
+        }
+        let sock = &self.conn.sock;
+        loop {
+            match sock.try_write_vectored(bufs) {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    ready!(sock.poll_write_ready(cx))?;
+                }
+                r => return Poll::Ready(r),
+            }
+        }
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        true
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(socket2::SockRef::from(&self.conn.sock).shutdown(Shutdown::Write))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn stream(id: u32, window: i64) -> LiveStream {
+        LiveStream {
+            id,
+            window,
+            answered: true,
+            queue: VecDeque::new(),
+            pages: 0,
+            closed: false,
+            waker: None,
+        }
+    }
+
+    fn page(byte: u8, len: usize) -> Bytes {
+        Bytes::from(vec![byte; len])
+    }
+
+    #[test]
+    fn pages_over_16k_become_frames_with_their_headers() {
+        let mut s = stream(3, 65_535);
+        s.enqueue(&page(7, 20_000), false);
+        let lens: Vec<usize> = s.queue.iter().map(|f| f.body.len()).collect();
+        assert_eq!(lens, vec![16_384, 3_616]);
+        assert_eq!(s.queue[1].head, Head::data(3_616, 3));
+        assert!(s.queue[0].first && !s.queue[0].last && s.queue[1].last);
+        assert_eq!(s.pages, 1);
+    }
+
+    #[test]
+    fn skipping_keeps_the_headers_and_the_page_begun() {
+        let mut s = stream(1, 65_535);
+        s.enqueue(&page(0, 100), true);
+        s.enqueue(&page(1, 20_000), false);
+        s.enqueue(&page(2, 100), false);
+        s.enqueue(&page(3, 100), false);
+        // The headers went out, then the first frame of page 1.
+        s.queue.pop_front();
+        s.queue.pop_front();
+        s.drop_unsent(false);
+        let left: Vec<u8> = s.queue.iter().map(|f| f.body[0]).collect();
+        assert_eq!(left, vec![1], "page 1 stays whole; pages 2 and 3 go");
+        assert_eq!(s.pages, 1);
+
+        let mut s = stream(1, 65_535);
+        s.enqueue(&page(0, 100), true);
+        s.enqueue(&page(2, 100), false);
+        s.drop_unsent(false);
+        let left: Vec<u8> = s.queue.iter().map(|f| f.body[0]).collect();
+        assert_eq!(left, vec![0], "headers are never skipped");
+    }
+
+    #[test]
+    fn closing_keeps_only_a_frame_half_written() {
+        let mut s = stream(1, 65_535);
+        s.enqueue(&page(1, 100), false);
+        s.enqueue(&page(2, 100), false);
+        s.queue[0].off = 20;
+        s.drop_unsent(true);
+        assert_eq!(s.queue.len(), 1);
+        assert_eq!(s.queue[0].off, 20);
+    }
+
+    #[test]
+    fn frames_are_cut_to_the_smaller_window() {
+        let mut st = State::new();
+        st.window = 3_000;
+        let mut s = stream(1, 1_000);
+        s.enqueue(&page(1, 2_500), false);
+        st.live.push(s);
+        st.fit();
+        let lens: Vec<usize> = st.live[0].queue.iter().map(|f| f.body.len()).collect();
+        assert_eq!(
+            lens,
+            vec![1_000, 1_500],
+            "the stream window allows 1,000 bytes now"
+        );
+        assert_eq!(st.live[0].queue[0].head, Head::data(1_000, 1));
+        assert!(!st.live[0].queue[0].last && st.live[0].queue[1].last);
+        assert_eq!(st.live[0].pages, 1);
+    }
+
+    #[tokio::test]
+    async fn claims_only_an_unambiguous_stream() {
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("binds");
+        let _client = TcpStream::connect(l.local_addr().expect("addr"))
+            .await
+            .expect("connects");
+        let (server, _) = l.accept().await.expect("accepts");
+        let io = ConnIo::new(server, true);
+        let conn = io.conn.clone();
+        let mut first = PREFACE_AND_SETTINGS.to_vec();
+        first.extend(headers(1));
+        conn.lock().received(&first, &conn.sock);
+        assert_eq!(conn.claim(), Some(1), "the only request");
+        assert_eq!(conn.claim(), None, "already claimed");
+        let mut two = headers(3);
+        two.extend(headers(5));
+        conn.lock().received(&two, &conn.sock);
+        assert_eq!(conn.claim(), None, "two requests waiting: ambiguous");
+        conn.lock().received(&rst(3), &conn.sock);
+        assert_eq!(conn.claim(), Some(5), "the other one was reset");
+    }
+
+    const PREFACE_AND_SETTINGS: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\0\0\0\x04\0\0\0\0\0";
+
+    fn rst(stream: u32) -> Vec<u8> {
+        let mut f = Head::data(4, stream).to_vec();
+        f[3] = frames::RST_STREAM;
+        f.extend_from_slice(&[0, 0, 0, 8]);
+        f
+    }
+
+    fn headers(stream: u32) -> Vec<u8> {
+        let mut f = Head::data(0, stream).to_vec();
+        f[3] = frames::HEADERS;
+        f[4] = frames::END_HEADERS;
+        f
+    }
+}

@@ -139,9 +139,15 @@ where
             Err(e) => return Ok(Status::from(e).into_http()),
         };
         let id = admitted.record.id;
+        let grpc = parts
+            .headers
+            .get(http::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|t| t.starts_with("application/grpc") && !t.contains("grpc-web"));
         let conn = parts
             .extensions
             .get::<ConnInfo>()
+            .filter(|_| grpc && parts.version == http::Version::HTTP_2)
             .and_then(|c| c.conn.clone());
         if let Some(conn) = conn
             && let Some(stream) = conn.claim()

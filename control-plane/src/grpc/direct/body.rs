@@ -71,18 +71,19 @@ impl DirectBody {
         }
     }
 
-    /// Whether the last pages are written, retrying a full socket until the drain deadline.
-    fn poll_drained(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+    /// Whether the last pages are written (`true`), retrying a full socket until the drain
+    /// deadline (`false`: they were not).
+    fn poll_drained(&mut self, cx: &mut Context<'_>) -> Poll<bool> {
         loop {
             if self.conn.drained(self.stream, cx.waker()) {
-                return Poll::Ready(());
+                return Poll::Ready(true);
             }
             let now = Instant::now();
             let (deadline, sleep) = self
                 .retry
                 .get_or_insert_with(|| (now + DRAIN, Box::pin(tokio::time::sleep(RETRY))));
             if now >= *deadline {
-                return Poll::Ready(());
+                return Poll::Ready(false);
             }
             if sleep.as_mut().poll(cx).is_pending() {
                 return Poll::Pending;
@@ -110,11 +111,17 @@ impl HttpBody for DirectBody {
             self.done = true;
             return Poll::Ready(None);
         }
-        if self.poll_drained(cx).is_pending() {
+        let Poll::Ready(drained) = self.poll_drained(cx) else {
             return Poll::Pending;
-        }
+        };
         self.conn.release(self.stream);
         self.done = true;
+        if !drained {
+            // A message may be cut short: hyper resets the stream instead of claiming OK.
+            return Poll::Ready(Some(Err(Status::unavailable(
+                "listener too slow to take the end of the stream",
+            ))));
+        }
         let status = if self.shutdown.is_triggered() {
             Status::unavailable("server is shutting down")
         } else {

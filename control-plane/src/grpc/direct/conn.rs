@@ -15,7 +15,7 @@ use std::{
 use bytes::Bytes;
 use smallvec::SmallVec;
 use tokio::{
-    io::{AsyncRead, AsyncWrite, ReadBuf},
+    io::{AsyncRead, AsyncWrite, Interest, ReadBuf},
     net::TcpStream,
 };
 use tonic::transport::server::{Connected, TcpConnectInfo};
@@ -23,11 +23,13 @@ use tonic::transport::server::{Connected, TcpConnectInfo};
 use super::frames::{self, Event, Head, Scanner};
 use crate::domain::live::{Pushed, prefetch};
 
-/// Largest read-ahead kept while hyper waits for window.
-const MAX_AHEAD: usize = 64 << 10;
+/// Largest read-ahead kept while hyper waits for window: above what a client may send before
+/// the server's receive windows (hyper's default: 1 MiB per connection) stop it. A client that
+/// sends more is dropped rather than left to stall the connection.
+const MAX_AHEAD: usize = 4 << 20;
 /// Bounds of `ConnIo::read_hint`.
 const MIN_READ: usize = 4 << 10;
-const MAX_READ: usize = 256 << 10;
+const MAX_READ: usize = 64 << 10;
 /// Most slices in one vectored write.
 const MAX_SLICES: usize = 64;
 
@@ -112,6 +114,9 @@ struct State {
     ahead: VecDeque<u8>,
     /// Hyper's task, waiting for window.
     blocked: Option<Waker>,
+    /// A stream was reset before hyper answered it: which request is which can no longer be
+    /// told by elimination, so nothing more is claimed here.
+    unanswered_reset: bool,
     dead: bool,
 }
 
@@ -170,7 +175,7 @@ impl Conn {
     /// yet, returning its stream id; `None` when that is ambiguous or the bytes are not HTTP/2.
     pub fn claim(&self) -> Option<u32> {
         let mut st = self.lock();
-        if st.dead || st.inbound.lost() || st.outbound.lost() {
+        if st.dead || st.unanswered_reset || st.inbound.lost() || st.outbound.lost() {
             return None;
         }
         let mut waiting = st
@@ -310,6 +315,7 @@ impl State {
             shared_window: false,
             ahead: VecDeque::new(),
             blocked: None,
+            unanswered_reset: false,
             dead: false,
         }
     }
@@ -367,7 +373,9 @@ impl State {
             if total == 0 {
                 return;
             }
-            let result = send(sock, &slices);
+            // Through tokio, so that a full socket clears its readiness: whoever waits for the
+            // socket (hyper, behind a half-written frame) then sleeps until it drains.
+            let result = sock.try_io(Interest::WRITABLE, || send(sock, &slices));
             drop(slices);
             let written = match result {
                 Ok(n) => n,
@@ -535,6 +543,9 @@ impl State {
 
     fn close(&mut self, stream: u32) {
         self.open.retain(|(id, _)| *id != stream);
+        if self.open.capacity() > 16 && self.open.len() < 4 {
+            self.open.shrink_to(8);
+        }
         if let Some(s) = self.live.iter_mut().find(|s| s.id == stream) {
             s.closed = true;
             s.drop_unsent(true);
@@ -543,6 +554,19 @@ impl State {
             }
         }
         self.prune();
+    }
+
+    /// A stream reset by either side.
+    fn reset(&mut self, stream: u32) {
+        let unanswered = self
+            .open
+            .iter()
+            .any(|(id, answered)| *id == stream && !answered);
+        let claimed = self.live.iter().any(|s| s.id == stream);
+        if unanswered && !claimed {
+            self.unanswered_reset = true;
+        }
+        self.close(stream);
     }
 
     /// Follows bytes the client sent.
@@ -559,7 +583,7 @@ impl State {
                 {
                     self.open.push((head.stream, false));
                 }
-                Event::End(head) if head.ty == frames::RST_STREAM => self.close(head.stream),
+                Event::End(head) if head.ty == frames::RST_STREAM => self.reset(head.stream),
                 Event::Window {
                     stream: 0,
                     increment,
@@ -588,9 +612,10 @@ impl State {
             }
         }
         if more_window {
-            self.flush(sock);
-            if let Some(w) = self.blocked.take() {
-                w.wake();
+            // Hyper's held DATA goes first; the live frames follow on the next write.
+            match self.blocked.take() {
+                Some(w) => w.wake(),
+                None => self.flush(sock),
             }
         }
     }
@@ -630,7 +655,9 @@ impl State {
         }
         let ends = matches!(head.ty, frames::DATA | frames::HEADERS)
             && head.flags & frames::END_STREAM != 0;
-        if ends || head.ty == frames::RST_STREAM {
+        if head.ty == frames::RST_STREAM {
+            self.reset(head.stream);
+        } else if ends {
             self.close(head.stream);
         }
     }
@@ -645,16 +672,18 @@ impl State {
         let mut scan = self.outbound.clone();
         let mut need = 0i64;
         let mut limit = None;
-        let mut base = 0;
+        let mut base = 0usize;
         for b in bufs {
+            // Where a frame header split before this slice began (0: in an earlier write).
+            let split_head = base.saturating_sub(scan.pending_head());
             scan.feed(b, &mut |e| {
-                if let Event::Start { head, at: Some(at) } = e
+                if let Event::Start { head, at } = e
                     && head.ty == frames::DATA
                     && limit.is_none()
                 {
                     need += i64::from(head.len);
                     if need > self.window {
-                        limit = Some(base + at);
+                        limit = Some(at.map_or(split_head, |a| base + a));
                     }
                 }
             });
@@ -669,7 +698,11 @@ impl State {
     /// Reads what the client sent while hyper is held (for its WINDOW_UPDATE frames).
     fn read_ahead(&mut self, sock: &TcpStream, cx: &mut Context<'_>) -> io::Result<()> {
         let mut tmp = [0u8; 4096];
-        while self.ahead.len() < MAX_AHEAD {
+        loop {
+            if self.ahead.len() >= MAX_AHEAD {
+                self.die();
+                return Ok(());
+            }
             if sock.poll_read_ready(cx)?.is_pending() {
                 return Ok(());
             }
@@ -687,7 +720,6 @@ impl State {
                 Err(e) => return Err(e),
             }
         }
-        Ok(())
     }
 }
 
@@ -750,6 +782,9 @@ impl ConnIo {
                 buf.put_slice(&a[..from_a]);
                 buf.put_slice(&b[..n - from_a]);
                 st.ahead.drain(..n);
+                if st.ahead.is_empty() {
+                    st.ahead = VecDeque::new();
+                }
                 return Poll::Ready(Ok(()));
             }
         }
@@ -821,7 +856,7 @@ impl AsyncWrite for ConnIo {
         cx: &mut Context<'_>,
         bufs: &[IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        if self.follow {
+        if self.follow && !self.conn.lock().inbound.lost() {
             return self.write_followed(cx, bufs);
         }
         let sock = &self.conn.sock;
@@ -953,7 +988,11 @@ mod tests {
         conn.lock().received(&two, &conn.sock);
         assert_eq!(conn.claim(), None, "two requests waiting: ambiguous");
         conn.lock().received(&rst(3), &conn.sock);
-        assert_eq!(conn.claim(), Some(5), "the other one was reset");
+        assert_eq!(
+            conn.claim(),
+            None,
+            "after a reset of a request not answered yet, elimination can pick the wrong one"
+        );
     }
 
     const PREFACE_AND_SETTINGS: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\0\0\0\x04\0\0\0\0\0";

@@ -101,6 +101,11 @@ impl Scanner {
         self.lost
     }
 
+    /// Bytes of a frame header seen so far, when one is split across `feed` calls.
+    pub fn pending_head(&self) -> usize {
+        self.have
+    }
+
     /// Between two frames and outside a header block: another frame may go here.
     pub fn at_boundary(&self) -> bool {
         !self.lost && self.preface == 0 && self.have == 0 && self.cur.is_none() && !self.block_open

@@ -25,7 +25,10 @@ use crate::{
         Media,
         live::{ListenRequest, Live, LiveFeed, Page},
     },
-    grpc::direct::{ConnInfo, DirectBody, H2Sink, frames},
+    grpc::{
+        direct::{ConnInfo, DirectBody, H2Sink, frames},
+        stream::live_audio_chunk,
+    },
     shutdown::Shutdown,
 };
 
@@ -204,18 +207,7 @@ pub(crate) fn wire(id: i64, page: &Page) -> Bytes {
 /// which can then send frame and header as one buffer); any other stream replaces the header.
 pub(crate) fn wire_frame(id: i64, page: &Page) -> &Bytes {
     page.wire.get_or_init(|| {
-        let msg = pb::AudioChunk {
-            stream_id: id,
-            chunk_index: page.index as i32,
-            audio_data: page.data.clone(),
-            sample_rate: 48_000,
-            channels: i32::from(page.channels),
-            codec: "opus".into(),
-            timestamp: Some(prost_types::Timestamp {
-                seconds: (page.timestamp_ms / 1000) as i64,
-                nanos: ((page.timestamp_ms % 1000) * 1_000_000) as i32,
-            }),
-        };
+        let msg = live_audio_chunk(id, page);
         let len = msg.encoded_len();
         let mut b = BytesMut::with_capacity(frames::HEAD + 5 + len);
         b.put_slice(&frames::Head::data(5 + len, 1));
@@ -225,6 +217,15 @@ pub(crate) fn wire_frame(id: i64, page: &Page) -> &Bytes {
         let _ = msg.encode(&mut b);
         b.freeze()
     })
+}
+
+/// How a live response ends: OK after the last page, `UNAVAILABLE` when the server shuts down.
+pub(crate) fn end_status(shutdown: &Shutdown) -> Status {
+    if shutdown.is_triggered() {
+        Status::unavailable("server is shutting down")
+    } else {
+        Status::ok("")
+    }
 }
 
 /// The `grpc-status` (and `grpc-message`) trailers of `status`.
@@ -277,10 +278,10 @@ impl HttpBody for LiveBody {
         }
         match self.feed.as_mut().poll_next(cx) {
             Poll::Ready(Some(page)) => Poll::Ready(Some(Ok(Frame::data(wire(self.id, &page))))),
-            Poll::Ready(None) if self.shutdown.is_triggered() => {
-                self.end(Status::unavailable("server is shutting down"))
+            Poll::Ready(None) => {
+                let status = end_status(&self.shutdown);
+                self.end(status)
             }
-            Poll::Ready(None) => self.end(Status::ok("")),
             Poll::Pending => Poll::Pending,
         }
     }

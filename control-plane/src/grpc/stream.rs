@@ -2,8 +2,6 @@
 //! (`StartStream`, ingest over `UploadAudioChunks`, `StreamAudio` fan-out, `StopStream`,
 //! `StreamAnalytics`). Tracks and live streams share one id space; each call routes by kind.
 
-use std::sync::Arc;
-
 use futures::StreamExt;
 use tonic::{Request, Response, Status, Streaming};
 use veza_proto::stream::{self as pb, stream_service_server::StreamService};
@@ -289,7 +287,7 @@ impl StreamApi {
 }
 
 /// A live page as an `AudioChunk`: the payload is the shared `Bytes`, never copied here.
-fn live_audio_chunk(id: i64, p: &Arc<Page>) -> pb::AudioChunk {
+pub(crate) fn live_audio_chunk(id: i64, p: &Page) -> pb::AudioChunk {
     pb::AudioChunk {
         stream_id: id,
         chunk_index: p.index as i32,

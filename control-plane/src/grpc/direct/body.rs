@@ -16,7 +16,7 @@ use tonic::Status;
 use super::conn::Conn;
 use crate::{
     domain::live::{Attached, Page, Pushed, Sink},
-    grpc::live_audio::{trailers, wire_frame},
+    grpc::live_audio::{end_status, trailers, wire_frame},
     shutdown::Shutdown,
 };
 
@@ -122,11 +122,7 @@ impl HttpBody for DirectBody {
                 "listener too slow to take the end of the stream",
             ))));
         }
-        let status = if self.shutdown.is_triggered() {
-            Status::unavailable("server is shutting down")
-        } else {
-            Status::ok("")
-        };
+        let status = end_status(&self.shutdown);
         Poll::Ready(Some(Ok(Frame::trailers(trailers(&status)))))
     }
 

@@ -731,6 +731,11 @@ impl ConnIo {
     ) -> Poll<io::Result<usize>> {
         let sock = &self.conn.sock;
         let mut st = self.conn.lock();
+        if st.inbound.lost() {
+            // HTTP/1: nothing to follow.
+            drop(st);
+            return write_plain(sock, cx, bufs);
+        }
         loop {
             st.flush(sock);
             if st.dead {
@@ -813,6 +818,22 @@ impl ConnIo {
     }
 }
 
+/// Hyper's bytes as they are, on a connection not followed.
+fn write_plain(
+    sock: &TcpStream,
+    cx: &mut Context<'_>,
+    bufs: &[IoSlice<'_>],
+) -> Poll<io::Result<usize>> {
+    loop {
+        match sock.try_write_vectored(bufs) {
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                ready!(sock.poll_write_ready(cx))?;
+            }
+            r => return Poll::Ready(r),
+        }
+    }
+}
+
 /// One `sendmsg` of `bufs`, which never raises `SIGPIPE`.
 fn send(sock: &TcpStream, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
     socket2::SockRef::from(sock).send_vectored_with_flags(bufs, libc::MSG_NOSIGNAL)
@@ -856,17 +877,10 @@ impl AsyncWrite for ConnIo {
         cx: &mut Context<'_>,
         bufs: &[IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        if self.follow && !self.conn.lock().inbound.lost() {
-            return self.write_followed(cx, bufs);
-        }
-        let sock = &self.conn.sock;
-        loop {
-            match sock.try_write_vectored(bufs) {
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    ready!(sock.poll_write_ready(cx))?;
-                }
-                r => return Poll::Ready(r),
-            }
+        if self.follow {
+            self.write_followed(cx, bufs)
+        } else {
+            write_plain(&self.conn.sock, cx, bufs)
         }
     }
 

@@ -101,7 +101,6 @@ fn loopback(url: &str) -> anyhow::Result<String> {
 
 async fn veza(url: &str, pid: u32, n: usize, conns: usize, secs: u64) -> anyhow::Result<()> {
     loopback(url)?;
-    let rss0 = rss_kb(pid)?;
     let mut auth = AuthServiceClient::connect(url.to_string()).await?;
     let token = auth
         .authenticate(AuthenticateRequest {
@@ -115,12 +114,6 @@ async fn veza(url: &str, pid: u32, n: usize, conns: usize, secs: u64) -> anyhow:
     let control_channel = tonic::transport::Endpoint::from_shared(url.to_string())?
         .connect()
         .await?;
-    // Listeners speak HTTP/2 directly (`h2`), so the client stays light enough to keep up.
-    let hostport = loopback(url)?;
-    let mut conns_h2 = Vec::with_capacity(conns);
-    for _ in 0..conns {
-        conns_h2.push(h2_connect(&hostport).await?);
-    }
     let mut control = StreamServiceClient::new(control_channel.clone());
     let id = control
         .start_stream(authed(
@@ -146,6 +139,15 @@ async fn veza(url: &str, pid: u32, n: usize, conns: usize, secs: u64) -> anyhow:
         t0,
     ));
     tokio::time::sleep(Duration::from_millis(500)).await;
+    // The baseline is the server already carrying the stream, as Icecast's is the server with
+    // its source connected: what listeners add is measured from here.
+    let rss0 = rss_kb(pid)?;
+    // Listeners speak HTTP/2 directly (`h2`), so the client stays light enough to keep up.
+    let hostport = loopback(url)?;
+    let mut conns_h2 = Vec::with_capacity(conns);
+    for _ in 0..conns {
+        conns_h2.push(h2_connect(&hostport).await?);
+    }
     let window: Arc<Mutex<Option<Instant>>> = Arc::new(Mutex::new(None));
     let settled = Arc::new(AtomicUsize::new(0));
     let request = grpc_frame(&StreamAudioRequest {
@@ -449,6 +451,8 @@ async fn measure(
     tokio::time::sleep(WARMUP).await;
     let cpu0 = cpu_ticks(pid)?;
     let start = Instant::now();
+    // For profilers started alongside: the window opens now.
+    eprintln!("window open for {secs}s");
     if let Ok(mut w) = window.lock() {
         *w = Some(start);
     }
@@ -516,7 +520,7 @@ fn report(
     let cpu = ticks as f64 / hz / wall.as_secs_f64() * 100.0;
     let mb: f64 = seen.iter().map(|s| s.bytes).sum::<u64>() as f64 / 1e6;
     println!(
-        "{name}: listeners {n} (failed {failed}), window {:.1}s, server CPU {cpu:.1}% of a core, RSS {:.1} MB (idle before the run {:.1} MB; {:.1} KB/listener added), \
+        "{name}: listeners {n} (failed {failed}), window {:.1}s, server CPU {cpu:.1}% of a core, RSS {:.1} MB (before the listeners {:.1} MB; {:.1} KB/listener added), \
          rate vs real time p1 {:.3} p50 {:.3} (<0.99: {below}), gaps/skips {gaps}, latency p50 {} ms p99 {} ms, received {mb:.1} MB",
         wall.as_secs_f64(),
         rss_kb as f64 / 1024.0,

@@ -209,13 +209,16 @@ pub(crate) fn wire_frame(id: i64, page: &Page) -> &Bytes {
     page.wire.get_or_init(|| {
         let msg = live_audio_chunk(id, page);
         let len = msg.encoded_len();
-        let mut b = BytesMut::with_capacity(frames::HEAD + 5 + len);
+        // Cache-line aligned: the kernel copies it once per listener.
+        let mut b = BytesMut::with_capacity(64 + frames::HEAD + 5 + len);
+        let pad = b.as_ptr().align_offset(64);
+        b.put_bytes(0, pad);
         b.put_slice(&frames::Head::data(5 + len, 1));
         b.put_u8(0);
         b.put_u32(len as u32);
         // Encoding into a buffer of the exact length cannot fail.
         let _ = msg.encode(&mut b);
-        b.freeze()
+        b.freeze().slice(pad..)
     })
 }
 

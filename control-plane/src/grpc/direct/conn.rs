@@ -27,9 +27,6 @@ use crate::domain::live::{Pushed, prefetch};
 /// the server's receive windows (hyper's default: 1 MiB per connection) stop it. A client that
 /// sends more is dropped rather than left to stall the connection.
 const MAX_AHEAD: usize = 4 << 20;
-/// Bounds of `ConnIo::read_hint`.
-const MIN_READ: usize = 4 << 10;
-const MAX_READ: usize = 64 << 10;
 /// Most slices in one vectored write.
 const MAX_SLICES: usize = 64;
 
@@ -52,9 +49,6 @@ pub struct ConnIo {
     conn: Arc<Conn>,
     info: TcpConnectInfo,
     follow: bool,
-    /// Bytes asked of the socket per read: small for listeners, doubling while reads fill it
-    /// (hyper hands over uninitialised buffers, which a read here must zero first).
-    read_hint: usize,
 }
 
 impl ConnIo {
@@ -68,12 +62,7 @@ impl ConnIo {
             sock,
             st: Mutex::new(State::new()),
         });
-        ConnIo {
-            conn,
-            info,
-            follow,
-            read_hint: MIN_READ,
-        }
+        ConnIo { conn, info, follow }
     }
 }
 
@@ -797,13 +786,17 @@ impl ConnIo {
         loop {
             ready!(sock.poll_read_ready(cx))?;
             let filled = buf.filled().len();
-            let ask = buf.remaining().min(self.read_hint);
-            match sock.try_read(buf.initialize_unfilled_to(ask)) {
+            // Read into the uninitialised tail: zeroing it first would touch (and keep resident)
+            // every connection's whole read buffer.
+            // SAFETY: `recv` only writes bytes into the slice, never uninitialises any.
+            let dst = unsafe { buf.unfilled_mut() };
+            match sock.try_io(Interest::READABLE, || {
+                socket2::SockRef::from(sock).recv(dst)
+            }) {
                 Ok(n) => {
+                    // SAFETY: `recv` wrote the first `n` bytes of the tail.
+                    unsafe { buf.assume_init(n) };
                     buf.advance(n);
-                    if n == ask {
-                        self.read_hint = (ask * 2).min(MAX_READ);
-                    }
                     if self.follow {
                         self.conn
                             .lock()

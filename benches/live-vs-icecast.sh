@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Live fan-out, Veza and Icecast side by side in one run, measured by the same client
 # (target/release/live_load, one TCP connection per listener for both).
-#   benches/live-vs-icecast.sh CHUNK_MS SECONDS N [N…]
-# e.g. benches/live-vs-icecast.sh 1000 20 1000 3000 6000
+#   [RUNS=R] benches/live-vs-icecast.sh CHUNK_MS SECONDS N [N…]
+# e.g. RUNS=3 benches/live-vs-icecast.sh 1000 20 1000 3000 6000
+# With RUNS, each N is measured R times, Veza and Icecast alternating (runs at a few % of a core
+# scatter by ±20 %: compare medians).
 # Needs: cargo build --release -p veza-control-plane -p veza-benches; icecast2 and ffmpeg
 # (Debian packages). Veza runs `veza serve --demo` on a temp dir with --live-chunk-ms CHUNK_MS;
 # Icecast gets a 128 kbps CBR Ogg Opus stream from `ffmpeg -re` with pages of CHUNK_MS.
@@ -15,13 +17,16 @@ work=$(mktemp -d)
 trap 'kill $(jobs -p) 2>/dev/null || true; [ -f /tmp/veza-icecast/icecast.pid ] && kill "$(cat /tmp/veza-icecast/icecast.pid)" 2>/dev/null; rm -rf "$work"' EXIT
 
 for n in "$@"; do
+for run in $(seq "${RUNS:-1}"); do
+  echo "== $n listeners, run $run"
   # Veza
   VEZA_DATA_DIR=$work/veza-$n VEZA_GRPC_ADDR=127.0.0.1:19090 VEZA_HTTP_ADDR=127.0.0.1:18080 \
     VEZA_LIVE_CHUNK_MS=$chunk_ms VEZA_LIVE_BITRATE=128 RUST_LOG=warn \
     $bin/veza serve --demo >"$work/veza-$n.log" 2>&1 &
   vpid=$!
   for _ in $(seq 100); do (echo >/dev/tcp/127.0.0.1/19090) 2>/dev/null && break; sleep 0.1; done
-  $bin/live_load veza http://127.0.0.1:19090 "$vpid" "$n" "$n" "$secs"
+  # The producer sends CHUNK_MS of audio at a time, as ffmpeg sends Icecast a page at a time.
+  LIVE_LOAD_BATCH_MS=$chunk_ms $bin/live_load veza http://127.0.0.1:19090 "$vpid" "$n" "$n" "$secs"
   kill "$vpid"; wait "$vpid" 2>/dev/null || true
 
   # Icecast
@@ -41,4 +46,5 @@ for n in "$@"; do
   # Wait for the port to be free before the next round.
   for _ in $(seq 100); do (echo >/dev/tcp/127.0.0.1/8000) 2>/dev/null || break; sleep 0.2; done
   sleep 1
+done
 done

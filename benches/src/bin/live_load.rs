@@ -36,9 +36,15 @@ const MAX_SECONDS: u64 = 600;
 const WARMUP: Duration = Duration::from_secs(3);
 /// Audio per chunk the producer sends: one 20 ms Opus packet, like an Ogg Opus source.
 const PRODUCER_CHUNK_MS: u64 = 20;
-/// Packets the producer sends at once (100 ms of audio, as ffmpeg writes Icecast a page at a
-/// time): each batch leaves when its last packet would have.
-const PRODUCER_BATCH: u64 = 5;
+/// Audio the producer sends at once, by default 100 ms; `LIVE_LOAD_BATCH_MS` sets it (whole
+/// packets, up to 1 s) to match a source that writes one page per chunk duration, as ffmpeg
+/// writes Icecast a page at a time. Each batch leaves when its last packet would have.
+fn producer_batch() -> u64 {
+    std::env::var("LIVE_LOAD_BATCH_MS")
+        .ok()
+        .and_then(|v| v.parse::<u64>().ok())
+        .map_or(5, |ms| (ms / PRODUCER_CHUNK_MS).clamp(1, 50))
+}
 /// Icecast accepts connections slowly (short listen queue): connect this many at a time.
 const CONNECTING_AT_ONCE: usize = 32;
 
@@ -306,7 +312,7 @@ fn next_message(buf: &mut bytes::BytesMut) -> Option<bytes::Bytes> {
 
 /// Publishes a 440 Hz stereo tone as 128 kbps Opus packets (one per 20 ms chunk, passed through
 /// by the server, as Icecast passes ffmpeg's pages through) at real-time pace from `t0`, sent
-/// `PRODUCER_BATCH` at a time.
+/// `producer_batch()` packets at a time.
 async fn produce(
     ch: tonic::transport::Channel,
     token: String,
@@ -325,6 +331,7 @@ async fn produce(
             return;
         };
         let mut k = 0u64;
+        let batch = producer_batch();
         let mut packets = Vec::new();
         while !stop.load(Ordering::SeqCst) {
             tokio::time::sleep_until(t0 + Duration::from_millis(k * PRODUCER_CHUNK_MS)).await;
@@ -340,7 +347,7 @@ async fn produce(
                 Ok(())
             });
             k += 1;
-            if !k.is_multiple_of(PRODUCER_BATCH) {
+            if !k.is_multiple_of(batch) {
                 continue;
             }
             for p in packets.drain(..) {

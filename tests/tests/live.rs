@@ -48,6 +48,44 @@ async fn client(s: &TestServer) -> Client {
     StreamServiceClient::new(s.channel().await).max_decoding_message_size(8 << 20)
 }
 
+/// A client on its own connection whose HTTP/2 stream and connection windows are `window` bytes.
+async fn windowed_client(s: &TestServer, window: u32) -> Client {
+    let ch = tonic::transport::Endpoint::from_shared(s.grpc_url.clone())
+        .expect("url")
+        .initial_stream_window_size(Some(window))
+        .initial_connection_window_size(Some(window))
+        .connect()
+        .await
+        .expect("connects");
+    StreamServiceClient::new(ch).max_decoding_message_size(8 << 20)
+}
+
+/// A live stream started by a new user, its producer already `ms` of audio in, and a second
+/// user (`listener`) to listen with.
+struct OnAir {
+    token: String,
+    fan: String,
+    c: Client,
+    id: i64,
+    p: Producer,
+}
+
+async fn on_air(s: &TestServer, listener: &str, ms: u64) -> OnAir {
+    let (_, token) = s.user("dj").await;
+    let (_, fan) = s.user(listener).await;
+    let mut c = client(s).await;
+    let id = start(&mut c, &token, false).await;
+    let p = producer(s.channel().await, &token);
+    send_audio(&p.tx, id, 0, ms, true).await;
+    OnAir {
+        token,
+        fan,
+        c,
+        id,
+        p,
+    }
+}
+
 async fn start(c: &mut Client, token: &str, record: bool) -> i64 {
     c.start_stream(bearer(
         token,
@@ -207,12 +245,13 @@ async fn listener_joins_mid_stream(b: Backend) {
     let Some(s) = TestServer::start_with(b, |c| c.live_chunk_ms = 100).await else {
         return;
     };
-    let (_, token) = s.user("dj").await;
-    let (_, fan) = s.user("fan").await;
-    let mut c = client(&s).await;
-    let id = start(&mut c, &token, false).await;
-    let p = producer(s.channel().await, &token);
-    send_audio(&p.tx, id, 0, 1500, true).await;
+    let OnAir {
+        token,
+        fan,
+        mut c,
+        id,
+        p,
+    } = on_air(&s, "fan", 1500).await;
     let stream = open_listener(&mut c, &fan, id).await;
     let listening = tokio::spawn(listen_for(stream, Duration::from_secs(30)));
     send_audio(&p.tx, id, 1500, 2500, true).await;
@@ -644,21 +683,9 @@ async fn stalled_listener_skips_ahead() {
     let Some(s) = TestServer::start_with(Backend::Sqlite, adjust).await else {
         return;
     };
-    let (_, token) = s.user("dj").await;
-    let (_, fan) = s.user("crowd").await;
-    let mut c = client(&s).await;
-    let id = start(&mut c, &token, false).await;
-    let p = producer(s.channel().await, &token);
-    send_audio(&p.tx, id, 0, 500, true).await;
+    let OnAir { fan, c, id, p, .. } = on_air(&s, "crowd", 500).await;
     // The stalled listener: a connection with a tiny window that it never reads.
-    let tiny = tonic::transport::Endpoint::from_shared(s.grpc_url.clone())
-        .expect("url")
-        .initial_stream_window_size(Some(2048))
-        .initial_connection_window_size(Some(2048))
-        .connect()
-        .await
-        .expect("connects");
-    let mut stalled = open_listener(&mut StreamServiceClient::new(tiny), &fan, id).await;
+    let mut stalled = open_listener(&mut windowed_client(&s, 2048).await, &fan, id).await;
     let mut crowd = Vec::new();
     for i in 0..100 {
         let mut cc = if i % 25 == 0 {
@@ -743,21 +770,15 @@ async fn direct_listeners_share_a_connection() {
     let Some(s) = TestServer::start_with(Backend::Sqlite, adjust).await else {
         return;
     };
-    let (_, token) = s.user("dj").await;
-    let (_, fan) = s.user("fan").await;
-    let mut c = client(&s).await;
-    let id = start(&mut c, &token, false).await;
-    let p = producer(s.channel().await, &token);
-    send_audio(&p.tx, id, 0, 500, true).await;
+    let OnAir {
+        token,
+        fan,
+        mut c,
+        id,
+        p,
+    } = on_air(&s, "fan", 500).await;
     let direct_before = metric(&s, "veza_live_direct_listeners_total").await;
-    let shared = tonic::transport::Endpoint::from_shared(s.grpc_url.clone())
-        .expect("url")
-        .initial_stream_window_size(Some(65_535))
-        .initial_connection_window_size(Some(65_535))
-        .connect()
-        .await
-        .expect("connects");
-    let mut sc = StreamServiceClient::new(shared).max_decoding_message_size(8 << 20);
+    let mut sc = windowed_client(&s, 65_535).await;
     let a = open_listener(&mut sc, &fan, id).await;
     let b = open_listener(&mut sc, &fan, id).await;
     let a = tokio::spawn(listen_for(a, Duration::from_secs(30)));

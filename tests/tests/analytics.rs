@@ -752,8 +752,10 @@ async fn hourly_rollup_is_exact_across_batches(b: Backend) {
         .await
         .unwrap();
     let kind = format!("rollup_{}", now_ms());
-    let h = 1_767_225_600_000; // 2026-01-01T00:00:00Z
     let hour = 3_600_000;
+    // Three whole hours ago: inside the retention window, whose sweep would otherwise delete
+    // the rollup rows between the two batches.
+    let h = (now_ms() / hour - 3) * hour;
     let mut next_id = (now_ms() - 1_704_067_200_000) << 22;
     let mut batch = |events: &[(i64, i64)]| {
         events

@@ -106,7 +106,7 @@ fn loopback(url: &str) -> anyhow::Result<String> {
 }
 
 async fn veza(url: &str, pid: u32, n: usize, conns: usize, secs: u64) -> anyhow::Result<()> {
-    loopback(url)?;
+    let hostport = loopback(url)?;
     let mut auth = AuthServiceClient::connect(url.to_string()).await?;
     let token = auth
         .authenticate(AuthenticateRequest {
@@ -149,7 +149,6 @@ async fn veza(url: &str, pid: u32, n: usize, conns: usize, secs: u64) -> anyhow:
     // its source connected: what listeners add is measured from here.
     let rss0 = rss_kb(pid)?;
     // Listeners speak HTTP/2 directly (`h2`), so the client stays light enough to keep up.
-    let hostport = loopback(url)?;
     let mut conns_h2 = Vec::with_capacity(conns);
     for _ in 0..conns {
         conns_h2.push(h2_connect(&hostport).await?);

@@ -105,6 +105,62 @@ pub struct Options {
     /// Threads writing live audio to listeners' connections [default: 1].
     #[arg(long, env = "VEZA_LIVE_WRITERS")]
     pub live_writers: Option<usize>,
+    /// Longest decoded duration of an upload, in seconds [default: 21600, 6 h].
+    #[arg(long, env = "VEZA_MAX_TRACK_DURATION")]
+    pub max_track_duration: Option<u64>,
+    /// Processing attempts per track before it is `failed` [default: 3].
+    #[arg(long, env = "VEZA_PROCESSING_ATTEMPTS")]
+    pub processing_attempts: Option<u32>,
+    /// Storage quota per user in bytes; 0 = none [default: 10737418240, 10 GiB].
+    #[arg(long, env = "VEZA_STORAGE_QUOTA_BYTES")]
+    pub storage_quota_bytes: Option<u64>,
+    /// Uploads in progress per user; 0 = no cap [default: 4].
+    #[arg(long, env = "VEZA_MAX_UPLOADS_PER_USER")]
+    pub max_uploads_per_user: Option<u32>,
+    /// Live streams on air per user; 0 = no cap [default: 2].
+    #[arg(long, env = "VEZA_MAX_LIVE_PER_USER")]
+    pub max_live_per_user: Option<u32>,
+    /// Requests per second per credential (user or API key), sustained; 0 = no limit
+    /// [default: 100].
+    #[arg(long, env = "VEZA_RATE_LIMIT_RPS")]
+    pub rate_limit_rps: Option<u32>,
+    /// Burst of requests per credential above the sustained rate [default: 200].
+    #[arg(long, env = "VEZA_RATE_LIMIT_BURST")]
+    pub rate_limit_burst: Option<u32>,
+    /// `Register` calls per hour per client IP; 0 = no limit [default: 10].
+    #[arg(long, env = "VEZA_REGISTER_PER_HOUR")]
+    pub register_per_hour: Option<u32>,
+    /// Concurrent streams per HTTP/2 connection [default: 1000].
+    #[arg(long, env = "VEZA_MAX_CONCURRENT_STREAMS")]
+    pub max_concurrent_streams: Option<u32>,
+    /// Seconds between HTTP/2 keepalive pings; 0 = none [default: 30].
+    #[arg(long, env = "VEZA_KEEPALIVE_INTERVAL")]
+    pub keepalive_interval: Option<u64>,
+    /// Seconds a keepalive ping may go unanswered before the connection closes [default: 20].
+    #[arg(long, env = "VEZA_KEEPALIVE_TIMEOUT")]
+    pub keepalive_timeout: Option<u64>,
+    /// Seconds a unary call without a client deadline may run [default: 30].
+    #[arg(long, env = "VEZA_UNARY_TIMEOUT")]
+    pub unary_timeout: Option<u64>,
+    /// Concurrent unauthenticated streams (health Watch, reflection) per client IP
+    /// [default: 100].
+    #[arg(long, env = "VEZA_MAX_PUBLIC_STREAMS")]
+    pub max_public_streams: Option<u32>,
+    /// Seconds a new connection has to send its request head or HTTP/2 preface [default: 5].
+    #[arg(long, env = "VEZA_HEADER_TIMEOUT")]
+    pub header_timeout: Option<u64>,
+    /// Seconds an idle keep-alive connection stays open [default: 60].
+    #[arg(long, env = "VEZA_IDLE_TIMEOUT")]
+    pub idle_timeout: Option<u64>,
+    /// Concurrent connections per client IP over both ports; 0 = no cap [default: 1000].
+    #[arg(long, env = "VEZA_MAX_CONNECTIONS_PER_IP")]
+    pub max_connections_per_ip: Option<usize>,
+    /// Concurrent connections over both ports; 0 = no cap [default: 16384].
+    #[arg(long, env = "VEZA_MAX_CONNECTIONS")]
+    pub max_connections: Option<usize>,
+    /// File holding the HS256 secret, so it stays out of `ps` and the environment.
+    #[arg(long, env = "VEZA_JWT_SECRET_FILE")]
+    pub jwt_secret_file: Option<PathBuf>,
 }
 
 /// JWT signing configuration.
@@ -162,6 +218,38 @@ pub struct Config {
     pub live_bitrate: u32,
     /// Live writer threads (at least 1).
     pub live_writers: usize,
+    /// Longest decoded duration of an upload.
+    pub max_track_duration: Duration,
+    /// Processing attempts per track (at least 1).
+    pub processing_attempts: u32,
+    /// Storage quota per user in bytes (0 = none).
+    pub storage_quota_bytes: u64,
+    /// Uploads in progress per user (0 = no cap).
+    pub max_uploads_per_user: u32,
+    /// Live streams on air per user (0 = no cap).
+    pub max_live_per_user: u32,
+    /// Sustained requests per second per credential (0 = no limit).
+    pub rate_limit_rps: u32,
+    /// Burst per credential.
+    pub rate_limit_burst: u32,
+    /// `Register` calls per hour per client IP (0 = no limit).
+    pub register_per_hour: u32,
+    /// Concurrent streams per HTTP/2 connection.
+    pub max_concurrent_streams: u32,
+    /// HTTP/2 keepalive ping interval (`None` = no pings) and ack timeout.
+    pub keepalive_interval: Option<Duration>,
+    pub keepalive_timeout: Duration,
+    /// Deadline of unary calls that carry none.
+    pub unary_timeout: Duration,
+    /// Concurrent unauthenticated streams per client IP.
+    pub max_public_streams: u32,
+    /// Time a new connection has to send its request head or preface.
+    pub header_timeout: Duration,
+    /// Time an idle keep-alive connection stays open.
+    pub idle_timeout: Duration,
+    /// Concurrent connections per client IP and in total (0 = no cap).
+    pub max_connections_per_ip: usize,
+    pub max_connections: usize,
 }
 
 macro_rules! merge {
@@ -185,7 +273,12 @@ impl Options {
             tls_cert, tls_key, jwt_alg, jwt_secret, access_token_ttl, refresh_token_ttl, log_format,
             shutdown_grace, demo, analytics_retention_days, max_upload_bytes, processing_workers, renditions,
             media_cache_bytes, media_url_ttl, live_chunk_ms, live_burst_ms, live_max_lag_ms, live_grace,
-            live_max_listeners_per_stream, live_max_listeners, live_bitrate, live_writers),
+            live_max_listeners_per_stream, live_max_listeners, live_bitrate, live_writers,
+            max_track_duration, processing_attempts, storage_quota_bytes, max_uploads_per_user,
+            max_live_per_user, rate_limit_rps, rate_limit_burst, register_per_hour,
+            max_concurrent_streams, keepalive_interval, keepalive_timeout, unary_timeout,
+            max_public_streams, header_timeout, idle_timeout, max_connections_per_ip,
+            max_connections, jwt_secret_file),
         )
     }
 
@@ -210,9 +303,19 @@ impl Options {
         {
             "eddsa" | "ed25519" => JwtConfig::EdDsa,
             "hs256" => {
-                let secret = o
-                    .jwt_secret
-                    .context("--jwt-alg hs256 needs --jwt-secret / VEZA_JWT_SECRET")?;
+                let secret = match (o.jwt_secret, &o.jwt_secret_file) {
+                    (Some(s), None) => s,
+                    (None, Some(path)) => std::fs::read_to_string(path)
+                        .with_context(|| format!("reading {}", path.display()))?
+                        .trim_end_matches(['\r', '\n'])
+                        .to_string(),
+                    (Some(_), Some(_)) => {
+                        anyhow::bail!("--jwt-secret and --jwt-secret-file exclude each other")
+                    }
+                    (None, None) => anyhow::bail!(
+                        "--jwt-alg hs256 needs --jwt-secret-file (or --jwt-secret / VEZA_JWT_SECRET)"
+                    ),
+                };
                 anyhow::ensure!(
                     secret.len() >= 32,
                     "the HS256 secret must be at least 32 bytes"
@@ -285,6 +388,27 @@ impl Options {
             live_max_listeners: o.live_max_listeners.unwrap_or(0),
             live_bitrate,
             live_writers: o.live_writers.unwrap_or(1).clamp(1, 64),
+            max_track_duration: Duration::from_secs(
+                o.max_track_duration.unwrap_or(6 * 3600).max(1),
+            ),
+            processing_attempts: o.processing_attempts.unwrap_or(3).max(1),
+            storage_quota_bytes: o.storage_quota_bytes.unwrap_or(10 << 30),
+            max_uploads_per_user: o.max_uploads_per_user.unwrap_or(4),
+            max_live_per_user: o.max_live_per_user.unwrap_or(2),
+            rate_limit_rps: o.rate_limit_rps.unwrap_or(100),
+            rate_limit_burst: o.rate_limit_burst.unwrap_or(200).max(1),
+            register_per_hour: o.register_per_hour.unwrap_or(10),
+            max_concurrent_streams: o.max_concurrent_streams.unwrap_or(1000).max(1),
+            keepalive_interval: Some(o.keepalive_interval.unwrap_or(30))
+                .filter(|s| *s > 0)
+                .map(Duration::from_secs),
+            keepalive_timeout: Duration::from_secs(o.keepalive_timeout.unwrap_or(20).max(1)),
+            unary_timeout: Duration::from_secs(o.unary_timeout.unwrap_or(30).max(1)),
+            max_public_streams: o.max_public_streams.unwrap_or(100).max(1),
+            header_timeout: Duration::from_secs(o.header_timeout.unwrap_or(5).max(1)),
+            idle_timeout: Duration::from_secs(o.idle_timeout.unwrap_or(60).max(1)),
+            max_connections_per_ip: o.max_connections_per_ip.unwrap_or(1000),
+            max_connections: o.max_connections.unwrap_or(16_384),
         })
     }
 }
@@ -300,7 +424,13 @@ impl Config {
             ..Options::default()
         };
         // Only fails on contradictory options, which these are not.
-        opts.resolve()
-            .unwrap_or_else(|e| unreachable!("test config: {e}"))
+        let mut config = opts
+            .resolve()
+            .unwrap_or_else(|e| unreachable!("test config: {e}"));
+        // Suites make hundreds of calls and accounts per second from one address; the tests of
+        // the limits set them back explicitly.
+        config.rate_limit_rps = 0;
+        config.register_per_hour = 0;
+        config
     }
 }

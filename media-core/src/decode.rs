@@ -44,7 +44,7 @@ impl Decoder {
         let head = read_head(&mut src)?;
         guard_wav_header(&head)?;
         let (backend, info) = if crate::opus_in::is_ogg_opus(&head) {
-            let (reader, info) = OggOpusReader::open(src)?;
+            let (reader, info) = guarded(|| OggOpusReader::open(src))?;
             (Backend::Opus(Box::new(reader)), info)
         } else {
             let (backend, info) = guarded(|| SymphoniaBackend::open(src))?;
@@ -85,13 +85,15 @@ impl Decoder {
         let src_ch = usize::from(self.info.channels);
         let got = match &mut self.backend {
             Backend::Symphonia(b) => guarded(|| b.next(&mut self.raw, src_ch))?,
-            Backend::Opus(b) => b.next(&mut self.raw)?,
+            Backend::Opus(b) => guarded(|| b.next(&mut self.raw))?,
         };
         if !got {
             self.check_complete()?;
             return Ok(None);
         }
-        self.decoded_frames += (self.raw.len() / src_ch) as u64;
+        self.decoded_frames = self
+            .decoded_frames
+            .saturating_add((self.raw.len() / src_ch) as u64);
         if src_ch <= 2 {
             return Ok(Some(&self.raw));
         }
@@ -109,7 +111,8 @@ impl Decoder {
             Backend::Symphonia(_) => 0,
         };
         let want = self.info.frames.saturating_sub(offset);
-        if want > 0 && self.decoded_frames + want / 20 + 8192 < want {
+        let slack = self.decoded_frames.saturating_add(want / 20 + 8192);
+        if want > 0 && slack < want {
             return Err(MediaError::Truncated(format!(
                 "decoded {} of {} frames",
                 self.decoded_frames, want
@@ -119,7 +122,8 @@ impl Decoder {
     }
 }
 
-/// Runs third-party decoder code, turning a panic (e.g. an overflow check) into an error.
+/// Runs decoder code (symphonia, and the Ogg Opus reader over `ogg` and libopus), turning a
+/// panic (e.g. an overflow check) into an error.
 fn guarded<T>(f: impl FnOnce() -> Result<T>) -> Result<T> {
     std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).unwrap_or_else(|_| {
         Err(MediaError::Malformed(
@@ -146,14 +150,15 @@ fn guard_wav_header(head: &[u8]) -> Result<()> {
         return Ok(());
     };
     let mut at = base + 12;
-    while let Some(chunk) = head.get(at..at + 8) {
+    while let Some(body) = at.checked_add(8) {
+        let Some(chunk) = head.get(at..body) else {
+            break;
+        };
         let len = u32::from_le_bytes([chunk[4], chunk[5], chunk[6], chunk[7]]) as usize;
         if &chunk[..4] == b"fmt " {
-            return check_wav_fmt(head.get(at + 8..).unwrap_or_default());
+            return check_wav_fmt(head.get(body..).unwrap_or_default());
         }
-        at = at
-            .saturating_add(8)
-            .saturating_add(len.saturating_add(len & 1));
+        at = body.saturating_add(len.saturating_add(len & 1));
     }
     Ok(())
 }

@@ -18,6 +18,15 @@ pub enum MediaError {
     /// A safety limit was hit (channel count, header size, packet size...).
     #[error("limit exceeded: {0}")]
     Limit(String),
+    /// The decoded audio is longer than the caller's limit (from the header, or while decoding).
+    #[error("too long: {0}")]
+    TooLong(String),
+    /// The caller's deadline passed before the work was done.
+    #[error("processing took longer than its time budget")]
+    Deadline,
+    /// The caller cancelled the work (e.g. the server is stopping).
+    #[error("cancelled")]
+    Cancelled,
     /// A caller-supplied option is out of range.
     #[error("invalid argument: {0}")]
     InvalidArgument(String),

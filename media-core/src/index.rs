@@ -47,13 +47,13 @@ impl SeekIndex {
         let head = body.first().map(|r| &data[r.clone()]).unwrap_or_default();
         let head = OpusHead::parse(head)?;
         // Headers end with the page that completes OpusTags (the second packet).
-        let mut done = 1;
+        let mut done: usize = 1;
         let mut i = 1;
         while done < 2 {
             let page = pages
                 .get(i)
                 .ok_or_else(|| MediaError::Truncated("no OpusTags".into()))?;
-            done += page.packets_ending;
+            done = done.saturating_add(page.packets_ending);
             i += 1;
         }
         let header_len = pages.get(i).map_or(data.len(), |p| p.offset) as u64;
@@ -78,7 +78,9 @@ impl SeekIndex {
 
     /// Media time in ms of a granule position (pre-skip removed).
     pub fn granule_ms(&self, granule: u64) -> u64 {
-        granule.saturating_sub(u64::from(self.pre_skip)) * 1000 / u64::from(self.sample_rate)
+        let frames = u128::from(granule.saturating_sub(u64::from(self.pre_skip)));
+        let ms = (frames * 1000).checked_div(u128::from(self.sample_rate));
+        ms.map_or(0, |ms| u64::try_from(ms).unwrap_or(u64::MAX))
     }
 
     /// Playable duration in milliseconds.
@@ -95,7 +97,10 @@ impl SeekIndex {
 
     /// Index of the page that holds media time `start_ms` (the last page if past the end).
     pub fn page_for_ms(&self, start_ms: u64) -> usize {
-        let target = start_ms * u64::from(self.sample_rate) / 1000 + u64::from(self.pre_skip);
+        let frames = u128::from(start_ms) * u128::from(self.sample_rate) / 1000;
+        let target = u64::try_from(frames)
+            .unwrap_or(u64::MAX)
+            .saturating_add(u64::from(self.pre_skip));
         let i = self.pages.partition_point(|p| p.granule <= target);
         i.min(self.pages.len().saturating_sub(1))
     }

@@ -26,7 +26,9 @@ pub use error::{MediaError, Result};
 pub use index::{PageEntry, SeekIndex};
 pub use live::{LiveEncoder, LiveInput, LiveOptions};
 pub use pcm::{PcmChunks, source_to_pcm};
-pub use pipeline::{Ingest, IngestOptions, Rendition, Timings, ingest, ingest_bytes};
+pub use pipeline::{
+    Ingest, IngestOptions, IngestSink, Limits, Rendition, Timings, ingest, ingest_bytes, ingest_to,
+};
 pub use probe::{ProbeInfo, Tags, probe};
 pub use source::Source;
 pub use waveform::{Waveform, WaveformBuilder, WaveformOptions};

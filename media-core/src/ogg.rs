@@ -59,15 +59,17 @@ pub struct PageInfo {
 
 /// Parses and CRC-checks the page at `offset`; `None` if it is not a valid page.
 pub fn parse_page(data: &[u8], offset: usize) -> Option<PageInfo> {
-    let h = data.get(offset..offset.checked_add(27)?)?;
+    let table_at = offset.checked_add(27)?;
+    let h = data.get(offset..table_at)?;
     if &h[..4] != b"OggS" || h[4] != 0 {
         return None;
     }
     let nseg = usize::from(h[26]);
-    let table = data.get(offset + 27..offset + 27 + nseg)?;
+    let table = data.get(table_at..table_at.checked_add(nseg)?)?;
+    // At most 255 × 255 bytes: no overflow.
     let body: usize = table.iter().map(|&s| usize::from(s)).sum();
     let len = 27 + nseg + body;
-    let page = data.get(offset..offset + len)?;
+    let page = data.get(offset..offset.checked_add(len)?)?;
     let stored = u32::from_le_bytes(page[22..26].try_into().ok()?);
     let mut crc = crc32(&page[..22]);
     for &b in &[0u8; 4] {
@@ -96,7 +98,7 @@ pub fn parse_pages(data: &[u8]) -> Option<Vec<PageInfo>> {
     let mut offset = 0;
     while offset < data.len() {
         let page = parse_page(data, offset)?;
-        offset += page.len;
+        offset = offset.checked_add(page.len)?;
         pages.push(page);
     }
     Some(pages)
@@ -109,14 +111,20 @@ pub fn page_packets(data: &[u8], page: &PageInfo) -> Vec<std::ops::Range<usize>>
         return Vec::new();
     };
     let nseg = usize::from(nseg);
-    let Some(table) = data.get(page.offset + 27..page.offset + 27 + nseg) else {
+    let Some(table_at) = page.offset.checked_add(27) else {
         return Vec::new();
     };
-    let mut start = page.offset + 27 + nseg;
+    let Some(body_at) = table_at.checked_add(nseg) else {
+        return Vec::new();
+    };
+    let Some(table) = data.get(table_at..body_at) else {
+        return Vec::new();
+    };
+    let mut start = body_at;
     let mut end = start;
     let mut out = Vec::new();
     for &lace in table {
-        end += usize::from(lace);
+        end = end.saturating_add(usize::from(lace));
         if end > data.len() {
             break;
         }
@@ -184,6 +192,8 @@ pub struct OggOpusMuxer {
     index: SeekIndex,
     /// Start offset in `out` of pages not yet taken with [`OggOpusMuxer::take_pages`].
     taken: usize,
+    /// Bytes already handed to a writer by [`OggOpusMuxer::drain_to`] (the file offset of `out[0]`).
+    base: u64,
 }
 
 impl OggOpusMuxer {
@@ -220,6 +230,7 @@ impl OggOpusMuxer {
             pending_lens: Vec::new(),
             pending_frames: 0,
             index,
+            base: 0,
         }
     }
 
@@ -228,9 +239,38 @@ impl OggOpusMuxer {
         self.out.reserve(bytes);
     }
 
-    /// The header pages (`OpusHead` + `OpusTags`).
+    /// The header pages (`OpusHead` + `OpusTags`); empty once [`OggOpusMuxer::drain_to`] ran.
     pub fn headers(&self) -> &[u8] {
+        if self.base > 0 {
+            return &[];
+        }
         &self.out[..self.index.header_len as usize]
+    }
+
+    /// Bytes of the stream produced so far (written out or buffered).
+    pub fn len(&self) -> u64 {
+        self.base.saturating_add(self.out.len() as u64)
+    }
+
+    /// Whether nothing was produced (never: the header pages are written at once).
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Writes every complete page buffered so far to `w` and frees them, so a muxer writing a
+    /// file keeps only the page being filled in memory (the seek index is kept).
+    pub fn drain_to(&mut self, w: &mut dyn std::io::Write) -> std::io::Result<()> {
+        if self.out.is_empty() {
+            return Ok(());
+        }
+        w.write_all(&self.out)?;
+        self.base = self.len();
+        self.out.clear();
+        self.taken = 0;
+        if self.out.capacity() > 1 << 20 {
+            self.out.shrink_to(64 * 1024);
+        }
+        Ok(())
     }
 
     /// Queues one packet of `frames` 48 kHz samples; flushes a page when it is full.
@@ -247,7 +287,7 @@ impl OggOpusMuxer {
         }
         self.pending.extend_from_slice(packet);
         self.pending_lens.push(packet.len());
-        self.pending_frames += frames;
+        self.pending_frames = self.pending_frames.saturating_add(frames);
         if self.pending_frames >= self.page_frames {
             self.flush(0, None);
         }
@@ -259,14 +299,15 @@ impl OggOpusMuxer {
         if self.pending_lens.is_empty() && flags & FLAG_EOS == 0 {
             return;
         }
-        self.granule = end_granule.unwrap_or(self.granule + self.pending_frames);
+        self.granule =
+            end_granule.unwrap_or_else(|| self.granule.saturating_add(self.pending_frames));
         let mut packets = Vec::with_capacity(self.pending_lens.len());
         let mut at = 0;
         for &len in &self.pending_lens {
             packets.push(&self.pending[at..at + len]);
             at += len;
         }
-        let offset = self.out.len() as u64;
+        let offset = self.len();
         write_page(
             &mut self.out,
             flags,
@@ -287,7 +328,7 @@ impl OggOpusMuxer {
 
     /// Granule position after everything pushed so far.
     pub fn granule(&self) -> u64 {
-        self.granule + self.pending_frames
+        self.granule.saturating_add(self.pending_frames)
     }
 
     /// Bytes of complete pages written since the last call (for live streaming).
@@ -314,6 +355,19 @@ impl OggOpusMuxer {
             self.out.shrink_to_fit();
         }
         (self.out, self.index)
+    }
+
+    /// Ends the stream like [`OggOpusMuxer::finish`], writing what is left to `w`; returns the
+    /// seek index and the stream's total length in bytes.
+    pub fn finish_to(
+        mut self,
+        end_granule: u64,
+        w: &mut dyn std::io::Write,
+    ) -> std::io::Result<(SeekIndex, u64)> {
+        self.flush(FLAG_EOS, Some(end_granule.max(self.granule)));
+        self.drain_to(w)?;
+        w.flush()?;
+        Ok((self.index, self.base))
     }
 }
 

@@ -104,8 +104,9 @@ pub fn parse_opus_tags(data: &[u8]) -> Tags {
     };
     let take = |rest: &mut &[u8]| -> Option<Vec<u8>> {
         let len = u32::from_le_bytes(rest.get(..4)?.try_into().ok()?) as usize;
-        let body = rest.get(4..4usize.checked_add(len)?)?.to_vec();
-        *rest = &rest[4 + len..];
+        let end = 4usize.checked_add(len)?;
+        let body = rest.get(4..end)?.to_vec();
+        *rest = rest.get(end..)?;
         Some(body)
     };
     if take(&mut rest).is_none() {
@@ -255,7 +256,7 @@ impl<R: Read + Seek> OggOpusReader<R> {
         if packet.last_in_stream() {
             keep = frames.min(granule.saturating_sub(self.pos) as usize);
         }
-        self.pos += frames as u64;
+        self.pos = self.pos.saturating_add(frames as u64);
         if packet.last_in_page() && self.first_audio_page {
             // A stream cut from the middle starts later on the granule timeline (RFC 7845 §4.5).
             self.first_audio_page = false;
@@ -292,7 +293,7 @@ fn last_granule<R: crate::source::Source>(src: &mut Measured<R>) -> Result<u64> 
                 if page.granule != u64::MAX {
                     best = page.granule;
                 }
-                i = found + page.len;
+                i = found.saturating_add(page.len);
             }
             None => i = found + 1,
         }

@@ -55,7 +55,9 @@ impl ProbeInfo {
     /// Fills duration and bitrate from `frames`, `sample_rate` and `byte_len`.
     pub(crate) fn derive_rates(&mut self) {
         if self.sample_rate > 0 && self.frames > 0 {
-            self.duration_ms = self.frames * 1000 / u64::from(self.sample_rate);
+            // The frame count is the file's own claim (e.g. an Ogg granule): no overflow.
+            let ms = u128::from(self.frames) * 1000 / u128::from(self.sample_rate);
+            self.duration_ms = u64::try_from(ms).unwrap_or(u64::MAX);
         }
         if let Some(bps) = self
             .byte_len

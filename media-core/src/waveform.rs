@@ -45,22 +45,75 @@ impl Waveform {
 
     /// audiowaveform `.dat` (version 2) layout, little-endian.
     pub fn to_dat(&self) -> Vec<u8> {
-        let width = if self.bits == 8 { 1 } else { 2 };
-        let mut out = Vec::with_capacity(24 + self.data.len() * width);
-        out.extend_from_slice(&2i32.to_le_bytes());
-        out.extend_from_slice(&u32::from(self.bits == 8).to_le_bytes());
-        out.extend_from_slice(&(self.sample_rate as i32).to_le_bytes());
-        out.extend_from_slice(&(self.samples_per_pixel as i32).to_le_bytes());
-        out.extend_from_slice(&self.length.to_le_bytes());
-        out.extend_from_slice(&(self.channels as i32).to_le_bytes());
-        for &v in &self.data {
-            if self.bits == 8 {
-                out.push(v as i8 as u8);
-            } else {
-                out.extend_from_slice(&v.to_le_bytes());
-            }
+        let mut out = self.dat_header().to_vec();
+        out.extend_from_slice(&dat_body(&self.data, self.bits));
+        out
+    }
+
+    /// The 24-byte `.dat` header (the body follows it).
+    pub fn dat_header(&self) -> [u8; 24] {
+        let mut out = [0u8; 24];
+        let words = [
+            2u32,
+            u32::from(self.bits == 8),
+            self.sample_rate,
+            self.samples_per_pixel,
+            self.length,
+            self.channels,
+        ];
+        for (slot, w) in out.chunks_exact_mut(4).zip(words) {
+            slot.copy_from_slice(&w.to_le_bytes());
         }
         out
+    }
+
+    /// Writes this waveform's JSON with its values read from `body` (a `.dat` body, as
+    /// streamed by [`WaveformBuilder::with_sink`]): the bytes of [`Waveform::to_json`], in
+    /// bounded memory.
+    pub fn write_json(
+        &self,
+        body: &mut dyn std::io::Read,
+        out: &mut dyn std::io::Write,
+    ) -> std::io::Result<()> {
+        write!(
+            out,
+            "{{\"version\":{},\"channels\":{},\"sample_rate\":{},\"samples_per_pixel\":{},\"bits\":{},\"length\":{},\"data\":[",
+            self.version,
+            self.channels,
+            self.sample_rate,
+            self.samples_per_pixel,
+            self.bits,
+            self.length
+        )?;
+        let wide = self.bits != 8;
+        let mut buf = vec![0u8; 64 * 1024];
+        let mut text = String::with_capacity(buf.len() * 5);
+        let (mut first, mut carry) = (true, None::<u8>);
+        loop {
+            let n = body.read(&mut buf)?;
+            if n == 0 {
+                break;
+            }
+            text.clear();
+            for &b in &buf[..n] {
+                let v = match (wide, carry.take()) {
+                    (false, _) => i16::from(b as i8),
+                    (true, Some(lo)) => i16::from_le_bytes([lo, b]),
+                    (true, None) => {
+                        carry = Some(b);
+                        continue;
+                    }
+                };
+                if !first {
+                    text.push(',');
+                }
+                first = false;
+                text.push_str(&v.to_string());
+            }
+            out.write_all(text.as_bytes())?;
+        }
+        out.write_all(b"]}")?;
+        out.flush()
     }
 
     /// Parses a version 2 `.dat` file.
@@ -84,7 +137,7 @@ impl Waveform {
                 .map(|c| i16::from_le_bytes([c[0], c[1]]))
                 .collect()
         };
-        if data.len() as u64 != u64::from(length) * u64::from(channels) * 2 {
+        if data.len() as u128 != u128::from(length) * u128::from(channels) * 2 {
             return Err(MediaError::Malformed("dat length".into()));
         }
         Ok(Waveform {
@@ -109,7 +162,15 @@ pub struct WaveformBuilder {
     max: Vec<i16>,
     count: u32,
     data: Vec<i16>,
+    /// Receives the `.dat` body as it is produced (then `data` stays small).
+    sink: Option<Box<dyn std::io::Write + Send>>,
+    /// Points emitted so far.
+    points: u64,
+    sink_error: Option<std::io::Error>,
 }
+
+/// Values buffered before they are written to a sink.
+const SINK_BATCH: usize = 32 * 1024;
 
 impl WaveformBuilder {
     /// A builder for audio with `channels` interleaved channels at `sample_rate`.
@@ -133,7 +194,18 @@ impl WaveformBuilder {
             max: vec![i16::MIN; out_channels],
             count: 0,
             data: Vec::new(),
+            sink: None,
+            points: 0,
+            sink_error: None,
         })
+    }
+
+    /// Streams the `.dat` body (the values after its 24-byte header, see
+    /// [`Waveform::dat_header`]) to `sink` instead of keeping it: memory stays bounded whatever
+    /// the duration, and [`WaveformBuilder::finish_streamed`] returns a waveform without `data`.
+    pub fn with_sink(mut self, sink: Box<dyn std::io::Write + Send>) -> WaveformBuilder {
+        self.sink = Some(sink);
+        self
     }
 
     /// Adds a block of interleaved samples.
@@ -172,14 +244,55 @@ impl WaveformBuilder {
             self.max[c] = i16::MIN;
         }
         self.count = 0;
+        self.points = self.points.saturating_add(1);
+        if self.sink.is_some() && self.data.len() >= SINK_BATCH {
+            self.write_out();
+        }
     }
 
-    /// Emits the last partial point and returns the waveform.
+    /// Writes the buffered values to the sink, if there is one.
+    fn write_out(&mut self) {
+        let Some(sink) = self.sink.as_mut() else {
+            return;
+        };
+        if self.sink_error.is_none() {
+            let bytes = dat_body(&self.data, self.opts.bits);
+            if let Err(e) = sink.write_all(&bytes) {
+                self.sink_error = Some(e);
+            }
+        }
+        self.data.clear();
+    }
+
+    /// Emits the last partial point and returns the waveform, for a builder without a sink
+    /// (see [`WaveformBuilder::finish_streamed`]).
     pub fn finish(mut self) -> Waveform {
         if self.count > 0 {
             self.emit();
         }
-        let length = (self.data.len() / (2 * self.out_channels)) as u32;
+        let length = u32::try_from(self.data.len() / (2 * self.out_channels)).unwrap_or(u32::MAX);
+        self.waveform(length)
+    }
+
+    /// Emits the last partial point, flushes the sink and returns the waveform (without `data`
+    /// when it was streamed). Fails when the sink failed or the length does not fit 32 bits.
+    pub fn finish_streamed(mut self) -> Result<Waveform> {
+        if self.count > 0 {
+            self.emit();
+        }
+        self.write_out();
+        if let Some(e) = self.sink_error.take() {
+            return Err(e.into());
+        }
+        if let Some(sink) = self.sink.as_mut() {
+            sink.flush()?;
+        }
+        let length = u32::try_from(self.points)
+            .map_err(|_| MediaError::Limit("waveform longer than 2³² points".into()))?;
+        Ok(self.waveform(length))
+    }
+
+    fn waveform(self, length: u32) -> Waveform {
         Waveform {
             version: 2,
             channels: self.out_channels as u32,
@@ -189,6 +302,15 @@ impl WaveformBuilder {
             length,
             data: self.data,
         }
+    }
+}
+
+/// `.dat` body bytes of `values` at `bits` resolution.
+fn dat_body(values: &[i16], bits: u8) -> Vec<u8> {
+    if bits == 8 {
+        values.iter().map(|&v| v as i8 as u8).collect()
+    } else {
+        values.iter().flat_map(|v| v.to_le_bytes()).collect()
     }
 }
 

@@ -110,6 +110,8 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
                 .clone()
                 .unwrap_or_else(|| format!("http://{http_addr}")),
             tmp_dir: config.data_dir.join("tmp"),
+            max_track_duration: config.max_track_duration,
+            processing_attempts: config.processing_attempts,
         },
         shutdown.clone(),
     )

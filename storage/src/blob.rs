@@ -7,10 +7,21 @@ use std::{
 
 use bytes::Bytes;
 use object_store::{
-    ObjectStore, ObjectStoreExt, local::LocalFileSystem, memory::InMemory, path::Path as ObjectPath,
+    ObjectStore, ObjectStoreExt, WriteMultipart, local::LocalFileSystem, memory::InMemory,
+    path::Path as ObjectPath,
 };
 
 use crate::error::{Result, StorageError};
+
+/// Size of the parts [`BlobStore::put_file`] uploads (S3's minimum part size).
+pub const PART_BYTES: usize = 5 << 20;
+
+fn io_error(e: std::io::Error) -> StorageError {
+    StorageError::Blob(object_store::Error::Generic {
+        store: "local file",
+        source: Box::new(e),
+    })
+}
 
 /// A handle on the configured object store.
 #[derive(Clone, Debug)]
@@ -50,6 +61,39 @@ impl BlobStore {
     pub async fn put(&self, key: &str, data: Bytes) -> Result<()> {
         self.inner.put(&ObjectPath::from(key), data.into()).await?;
         Ok(())
+    }
+
+    /// Stores the content of the local file `file` at `key`, streamed in parts of
+    /// [`PART_BYTES`] (a multipart upload when it is larger), so memory stays bounded whatever
+    /// its size. Returns the bytes stored.
+    pub async fn put_file(&self, key: &str, file: &Path) -> Result<u64> {
+        use tokio::io::AsyncReadExt;
+        let mut f = tokio::fs::File::open(file).await.map_err(io_error)?;
+        let len = f.metadata().await.map_err(io_error)?.len();
+        if len <= PART_BYTES as u64 {
+            let mut data = Vec::with_capacity(len as usize);
+            f.read_to_end(&mut data).await.map_err(io_error)?;
+            self.put(key, Bytes::from(data)).await?;
+            return Ok(len);
+        }
+        let upload = self.inner.put_multipart(&ObjectPath::from(key)).await?;
+        let mut w = WriteMultipart::new_with_chunk_size(upload, PART_BYTES);
+        let mut buf = vec![0u8; 1 << 20];
+        loop {
+            let n = match f.read(&mut buf).await {
+                Ok(0) => break,
+                Ok(n) => n,
+                Err(e) => {
+                    let _ = w.abort().await;
+                    return Err(io_error(e));
+                }
+            };
+            // At most two parts in flight: memory is bounded by a few parts.
+            w.wait_for_capacity(2).await?;
+            w.write(&buf[..n]);
+        }
+        w.finish().await?;
+        Ok(len)
     }
 
     /// Reads the whole object at `key`.

@@ -158,7 +158,7 @@ impl Db {
     ) -> Result<bool> {
         let done = sqlx::query(
             "UPDATE media SET status = 'processing', sha256 = $1, duration_ms = $2, source_codec = $3, sample_rate = $4, \
-             channels = $5, updated_at = $6, claimed_by = $7, claim_until = $8 \
+             channels = $5, updated_at = $6, claimed_by = $7, claim_until = $8, processing_attempts = 0 \
              WHERE id = $9 AND status = 'uploading' AND upload_gen = $10",
         )
         .bind(p.sha256)
@@ -191,6 +191,20 @@ impl Db {
         .execute(&self.pool)
         .await?;
         Ok(done.rows_affected() == 1)
+    }
+
+    /// Counts a new processing attempt of track `id` held by `claimer` and returns the number
+    /// of attempts so far (this one included); `None` when the claim is not `claimer`'s.
+    pub async fn start_media_attempt(&self, id: i64, claimer: &str) -> Result<Option<i64>> {
+        let row = sqlx::query(
+            "UPDATE media SET processing_attempts = processing_attempts + 1 \
+             WHERE id = $1 AND status = 'processing' AND claimed_by = $2 RETURNING processing_attempts",
+        )
+        .bind(id)
+        .bind(claimer)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.map(|r| Ok(r.try_get(0)?)).transpose()
     }
 
     /// Extends every claim `claimer` holds to `until` (ms); returns how many.
@@ -299,7 +313,8 @@ impl Db {
     /// processing claim is dropped, so a track set back to `processing` is taken up at once.
     pub async fn set_media_status(&self, id: i64, status: &str) -> Result<()> {
         sqlx::query(
-            "UPDATE media SET status = $1, updated_at = $2, claimed_by = '', claim_until = 0 WHERE id = $3",
+            "UPDATE media SET status = $1, updated_at = $2, claimed_by = '', claim_until = 0, \
+             processing_attempts = 0 WHERE id = $3",
         )
             .bind(status)
             .bind(now_ms())

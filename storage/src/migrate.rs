@@ -44,6 +44,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         include_str!("../migrations/sqlite/0007_live.sql"),
         include_str!("../migrations/postgres/0007_live.sql"),
     ),
+    (
+        8,
+        include_str!("../migrations/sqlite/0008_media_attempts.sql"),
+        include_str!("../migrations/postgres/0008_media_attempts.sql"),
+    ),
 ];
 
 /// Applies every migration the database has not seen yet, each in its own transaction.

@@ -49,6 +49,10 @@ pub struct MediaOptions {
     pub public_url: String,
     /// Where assembled uploads wait for probing and processing.
     pub tmp_dir: PathBuf,
+    /// Longest decoded audio accepted (refused from the header at upload, else while decoding).
+    pub max_track_duration: Duration,
+    /// Processing attempts per track (crashes and restarts included) before it fails.
+    pub processing_attempts: u32,
 }
 
 /// The fields of a track to create.
@@ -100,6 +104,7 @@ impl Media {
         shutdown: Shutdown,
     ) -> anyhow::Result<Media> {
         std::fs::create_dir_all(&opts.tmp_dir)?;
+        remove_work_dirs(&opts.tmp_dir);
         let instance = claims::instance_id(&opts.tmp_dir)?;
         let candidate = hex::encode(crate::auth::secrets::random_bytes::<32>());
         let secret = db.media_url_secret(&candidate).await?;
@@ -285,6 +290,21 @@ pub fn pick_rendition(renditions: &[i32], kbps: u32) -> Option<u32> {
         .copied()
         .min_by_key(|r| ((i64::from(*r) - i64::from(kbps)).abs(), -i64::from(*r)))
         .and_then(|r| u32::try_from(r).ok())
+}
+
+/// Removes processing working directories a previous run left (it stopped mid-attempt).
+fn remove_work_dirs(tmp_dir: &std::path::Path) {
+    let Ok(entries) = std::fs::read_dir(tmp_dir) else {
+        return;
+    };
+    for e in entries.flatten() {
+        if e.file_name()
+            .to_string_lossy()
+            .starts_with(process::WORK_DIR_PREFIX)
+        {
+            let _ = std::fs::remove_dir_all(e.path());
+        }
+    }
 }
 
 fn not_found(id: i64) -> DomainError {

@@ -284,11 +284,12 @@ impl Media {
         let source = self
             .source_of(id, chunks)
             .unwrap_or(SourceFile::File(tmp.to_path_buf()));
-        let src = source.clone();
+        let (src, max) = (source.clone(), self.inner.opts.max_track_duration);
         let probed = tokio::task::spawn_blocking(move || {
             src.open()
                 .map_err(veza_media_core::MediaError::from)
                 .and_then(veza_media_core::probe)
+                .and_then(|info| super::process::check_declared_duration(info, max))
         })
         .await
         .map_err(|e| DomainError::Internal(e.into()))?;

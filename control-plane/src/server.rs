@@ -164,6 +164,7 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
     let routes = builder
         .layer(tonic_web::GrpcWebLayer::new())
         .layer(SpanLayer)
+        .layer(crate::grpc::catch_panic::CatchPanicLayer)
         .layer(MetricsLayer::new(parts.metrics.clone()))
         .layer(AuthLayer::new(parts.auth.clone()))
         .add_service(health_service)

@@ -3,6 +3,7 @@
 
 pub mod analytics;
 pub mod auth;
+pub mod catch_panic;
 pub mod chat;
 pub mod direct;
 pub mod health;

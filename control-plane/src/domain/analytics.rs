@@ -302,10 +302,11 @@ impl Analytics {
         };
         let rows = self.inner.db.event_buckets(&query).await?;
         let bucket = |b: i64, count, unique_users, group| {
-            let start = from + b * interval_ms;
+            // interval_ms may be as large as i64::MAX: no overflow.
+            let start = from.saturating_add(b.saturating_mul(interval_ms));
             Bucket {
                 start,
-                end: (start + interval_ms).min(to),
+                end: start.saturating_add(interval_ms).min(to),
                 count,
                 unique_users,
                 group,

@@ -11,6 +11,7 @@ mod claims;
 mod parts;
 mod play;
 mod process;
+mod quota;
 mod recording;
 mod upload;
 mod urls;
@@ -27,6 +28,7 @@ use veza_storage::{BlobStore, Db, MediaRecord, NewMedia};
 
 pub use cache::Loaded;
 pub use play::{Format, PlayRequest, Playback};
+pub use quota::{QuotaGuard, Quotas};
 pub use upload::{MAX_CHUNK_BYTES, UploadChunk};
 pub use urls::UrlSigner;
 
@@ -49,6 +51,8 @@ pub struct MediaOptions {
     pub public_url: String,
     /// Where assembled uploads wait for probing and processing.
     pub tmp_dir: PathBuf,
+    /// Per-user limits of storage, uploads in progress and live streams.
+    pub quotas: Quotas,
 }
 
 /// The fields of a track to create.
@@ -86,6 +90,7 @@ struct Inner {
     instance: String,
     /// Tracks queued or processing here, so the claim sweep does not queue them twice.
     queued: Mutex<HashSet<i64>>,
+    quota: quota::QuotaState,
 }
 
 impl Media {
@@ -102,6 +107,7 @@ impl Media {
         std::fs::create_dir_all(&opts.tmp_dir)?;
         let instance = claims::instance_id(&opts.tmp_dir)?;
         let candidate = hex::encode(crate::auth::secrets::random_bytes::<32>());
+        let quota = quota::QuotaState::new(opts.quotas);
         let secret = db.media_url_secret(&candidate).await?;
         let key = hex::decode(&secret).unwrap_or_else(|_| secret.into_bytes());
         let media = Media {
@@ -118,6 +124,7 @@ impl Media {
                 shutdown,
                 instance,
                 queued: Mutex::new(HashSet::new()),
+                quota,
             }),
         };
         // Interrupted work (ours, or an instance's whose claim expired) is taken up now, and
@@ -167,6 +174,7 @@ impl Media {
                 t.file_size, self.inner.opts.max_upload_bytes
             )));
         }
+        let _quota = self.check_quota(owner, t.file_size).await?;
         let m = self
             .inner
             .db

@@ -13,7 +13,7 @@ use argon2::{
 use tokio::sync::Semaphore;
 
 /// Computations that may wait for a core; more are refused with [`Busy`].
-pub const MAX_WAITING: usize = 64;
+pub const MAX_WAITING: usize = 128;
 
 static CORES: LazyLock<usize> =
     LazyLock::new(|| std::thread::available_parallelism().map_or(2, |n| n.get()));
@@ -75,6 +75,34 @@ pub async fn verify(password: String, hash: Option<String>) -> anyhow::Result<bo
         Ok(ok && real)
     })
     .await?
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_queue_is_bounded() {
+        let hash = hash("right password".into()).await.unwrap();
+        let calls: Vec<_> = (0..400)
+            .map(|_| tokio::spawn(verify("wrong".into(), Some(hash.clone()))))
+            .collect();
+        let (mut checked, mut busy) = (0, 0);
+        for c in calls {
+            match c.await.unwrap() {
+                Ok(ok) => {
+                    assert!(!ok);
+                    checked += 1;
+                }
+                Err(e) => {
+                    assert!(e.is::<Busy>(), "{e:#}");
+                    busy += 1;
+                }
+            }
+        }
+        assert!(busy > 0, "{checked} checked, none refused");
+        assert!(checked >= MAX_WAITING, "{checked} checked");
+    }
 }
 
 fn hash_blocking(password: &str) -> anyhow::Result<String> {

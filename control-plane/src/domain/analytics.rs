@@ -108,9 +108,9 @@ enum Command {
 }
 
 /// Fair shares of the queue: each credential's `TrackEvent`s in it are counted, and a caller
-/// may add one only while it holds less than the room the others leave free. One caller alone
-/// gets at most half the queue; k callers filling it as fast as they can settle at 1/(k+1) each,
-/// so there is always room for one more.
+/// may add one only while it holds no more than the room left free. One caller alone gets about
+/// half the queue; k callers filling it as fast as they can settle at about 1/(k+1) each, so
+/// there is always room for one more.
 struct Shares {
     capacity: usize,
     held: Mutex<(usize, HashMap<i64, usize>)>,
@@ -121,7 +121,7 @@ impl Shares {
         let mut held = self.held.lock().unwrap_or_else(|p| p.into_inner());
         let total = held.0;
         let mine = held.1.get(&key).copied().unwrap_or(0);
-        if mine >= self.capacity.saturating_sub(total) {
+        if total >= self.capacity || mine > self.capacity - total {
             return None;
         }
         held.0 += 1;

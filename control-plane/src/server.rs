@@ -27,13 +27,14 @@ use crate::{
         analytics::AnalyticsOptions,
         chat::Chat,
         create_account,
+        limits::LocalLimiter,
         live::{Live, LiveOptions},
-        media::MediaOptions,
+        media::{MediaOptions, Quotas},
     },
     grpc::{
         analytics::AnalyticsApi, auth::AuthApi, chat::ChatApi, direct::ConnIo,
         health::DrainingHealth, live_audio::LiveAudio, metrics_layer::MetricsLayer,
-        notification::NotificationApi, stream::StreamApi,
+        notification::NotificationApi, rate_limit::RateLimitLayer, stream::StreamApi,
     },
     http::{HttpState, router},
     metrics::Metrics,
@@ -112,6 +113,11 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
             tmp_dir: config.data_dir.join("tmp"),
             max_track_duration: config.max_track_duration,
             processing_attempts: config.processing_attempts,
+            quotas: Quotas {
+                storage_bytes: config.storage_quota_bytes,
+                uploads: config.max_uploads_per_user,
+                live: config.max_live_per_user,
+            },
         },
         shutdown.clone(),
     )
@@ -167,6 +173,10 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
         .layer(crate::grpc::catch_panic::CatchPanicLayer)
         .layer(MetricsLayer::new(parts.metrics.clone()))
         .layer(AuthLayer::new(parts.auth.clone()))
+        .layer(RateLimitLayer::new(LocalLimiter::per_second(
+            config.rate_limit_rps,
+            config.rate_limit_burst,
+        )))
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
@@ -282,7 +292,8 @@ async fn assemble(config: &Config, shutdown: &shutdown::Shutdown) -> anyhow::Res
             config.access_token_ttl,
             config.refresh_token_ttl,
         )
-        .with_analytics(analytics.clone()),
+        .with_analytics(analytics.clone())
+        .with_register_limit(config.register_per_hour),
     );
     let chat = Arc::new(Chat::new(
         db.clone(),

@@ -9,17 +9,13 @@ use veza_storage::{Db, NewSession, NewUser, RefreshUse, SessionRecord, UserRecor
 
 use super::{
     error::{DomainError, Result},
+    limits::{self, LocalLimiter, LoginAttempt, LoginPolicy, LoginThrottle},
     validate,
 };
 use crate::{
     auth::{Authenticator, Caller, Claims, password, revocations::Revocation, secrets},
     bus::{Bus, BusEvent},
 };
-
-/// Failed logins allowed before the account is throttled.
-const FREE_FAILURES: i64 = 5;
-/// Longest lock-out after repeated failures.
-const MAX_LOCKOUT_MS: i64 = 15 * 60 * 1000;
 
 /// A freshly issued token pair.
 #[derive(Debug, Clone)]
@@ -57,6 +53,7 @@ pub struct Accounts {
     access_ttl: Duration,
     refresh_ttl: Duration,
     analytics: Option<super::Analytics>,
+    limits: AccountLimits,
 }
 
 impl Accounts {
@@ -75,7 +72,14 @@ impl Accounts {
             access_ttl,
             refresh_ttl,
             analytics: None,
+            limits: AccountLimits::new(0),
         }
+    }
+
+    /// Limits `Register` to `per_hour` calls per client IP (0 = no limit).
+    pub fn with_register_limit(mut self, per_hour: u32) -> Self {
+        self.limits = AccountLimits::new(per_hour);
+        self
     }
 
     /// Emits `login_succeeded` / `login_failed` analytics events.
@@ -90,47 +94,60 @@ impl Accounts {
         }
     }
 
-    /// Creates an account after checking every field.
-    pub async fn register(&self, a: NewAccount) -> Result<UserRecord> {
+    /// Creates an account after checking every field; counted per client IP `peer`.
+    pub async fn register(&self, a: NewAccount, peer: &str) -> Result<UserRecord> {
+        limits::check(&self.limits.register, &limits::ip_key(peer), "Register")?;
         create_account(&self.db, a).await
     }
 
-    /// Checks a password and opens a session.
-    pub async fn login(&self, email: &str, pw: &str, device_id: &str, ip: &str) -> Result<Tokens> {
+    /// Checks a password and opens a session. The attempt is counted (per account and per
+    /// client IP `peer`) before the password is checked, the same whether or not the account
+    /// exists; `ip` is only recorded with the session.
+    pub async fn login(
+        &self,
+        email: &str,
+        pw: &str,
+        device_id: &str,
+        ip: &str,
+        peer: &str,
+    ) -> Result<Tokens> {
         let email = validate::email(email)?;
         if pw.is_empty() || pw.len() > 1024 {
             return Err(DomainError::invalid("password", "must be 1 to 1024 bytes"));
         }
         let device_id = validate::text("device_id", device_id, 200)?;
         let ip = validate::text("ip_address", ip, 64)?;
+        let attempt = match self.limits.begin_login(&email, peer) {
+            Ok(a) => a,
+            Err(e) => {
+                self.emit(
+                    "login_failed",
+                    0,
+                    vec![("reason".into(), "throttled".into())],
+                );
+                return Err(e);
+            }
+        };
         let user = self.db.user_by_email(&email).await?;
-        if let Some(u) = &user
-            && let Err(e) = check_throttle(u)
-        {
-            self.emit(
-                "login_failed",
-                u.id,
-                vec![("reason".into(), "throttled".into())],
-            );
-            return Err(e);
-        }
         let ok = password::verify(
             pw.to_string(),
             user.as_ref().map(|u| u.password_hash.clone()),
         )
-        .await?;
+        .await
+        .map_err(password_error)?;
         let user = match user {
             Some(u) if ok => u,
             Some(u) => {
+                attempt.failed();
                 self.emit(
                     "login_failed",
                     u.id,
                     vec![("reason".into(), "bad_password".into())],
                 );
-                self.db.record_failed_login(u.id).await?;
                 return Err(bad_login());
             }
             None => {
+                attempt.failed();
                 self.emit(
                     "login_failed",
                     0,
@@ -139,7 +156,7 @@ impl Accounts {
                 return Err(bad_login());
             }
         };
-        self.db.reset_failed_logins(user.id).await?;
+        attempt.succeeded();
         let refresh = secrets::random_token();
         let new = NewSession {
             user_id: user.id,
@@ -374,7 +391,7 @@ pub async fn create_account(db: &Db, a: NewAccount) -> Result<UserRecord> {
             field: "email".into(),
         });
     }
-    let hash = password::hash(a.password).await?;
+    let hash = password::hash(a.password).await.map_err(password_error)?;
     let mut roles = vec!["user".to_string()];
     if a.admin {
         roles.push("admin".into());
@@ -394,19 +411,56 @@ fn bad_login() -> DomainError {
     DomainError::Unauthenticated("invalid email or password".into())
 }
 
-fn check_throttle(u: &UserRecord) -> Result<()> {
-    if u.failed_logins < FREE_FAILURES {
-        return Ok(());
+/// A full argon2 queue is a limit (retry shortly); anything else is internal.
+fn password_error(e: anyhow::Error) -> DomainError {
+    if e.is::<password::Busy>() {
+        limits::rate_limited("too many logins being checked", Duration::from_secs(1))
+    } else {
+        DomainError::Internal(e)
     }
-    let lock = (1000i64 << (u.failed_logins - FREE_FAILURES).min(20)).min(MAX_LOCKOUT_MS);
-    let wait = u.last_failed_at + lock - now_ms();
-    if wait > 0 {
-        return Err(DomainError::ResourceExhausted(format!(
-            "too many failed logins for this account: retry in {} s",
-            (wait + 999) / 1000
-        )));
+}
+
+/// The login throttles (per account and per client IP) and the `Register` limit.
+struct AccountLimits {
+    accounts: LoginThrottle,
+    ips: LoginThrottle,
+    register: limits::SharedLimiter,
+}
+
+impl AccountLimits {
+    fn new(register_per_hour: u32) -> AccountLimits {
+        AccountLimits {
+            accounts: LoginThrottle::new(LoginPolicy::ACCOUNT),
+            ips: LoginThrottle::new(LoginPolicy::CLIENT_IP),
+            register: LocalLimiter::per_hour(register_per_hour),
+        }
     }
-    Ok(())
+
+    /// Reserves a login attempt for both keys, or the longer wait of the two.
+    fn begin_login(&self, email: &str, peer: &str) -> Result<LoginPair<'_>> {
+        let throttled = |wait| limits::rate_limited("too many failed logins", wait);
+        let account = self.accounts.begin(email).map_err(throttled)?;
+        let ip = self.ips.begin(&limits::ip_key(peer)).map_err(throttled)?;
+        Ok(LoginPair { account, ip })
+    }
+}
+
+/// One login attempt reserved on both throttles.
+struct LoginPair<'a> {
+    account: LoginAttempt<'a>,
+    ip: LoginAttempt<'a>,
+}
+
+impl LoginPair<'_> {
+    fn failed(self) {
+        self.account.failed();
+        self.ip.failed();
+    }
+
+    fn succeeded(self) {
+        self.account.succeeded();
+        self.ip.succeeded();
+    }
 }
 
 fn target_user(caller: &Caller, user_id: i64) -> Result<i64> {

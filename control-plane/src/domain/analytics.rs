@@ -9,6 +9,7 @@
 //! `StreamEvents` on every instance.
 
 use std::{
+    collections::HashMap,
     sync::{Arc, Mutex},
     time::Duration,
 };
@@ -100,8 +101,63 @@ pub struct Bucket {
 }
 
 enum Command {
-    Event(EventRecord),
+    /// An event, and the place it holds in its caller's share of the queue (freed when the
+    /// writer takes it).
+    Event(EventRecord, Option<Slot>),
     Flush(oneshot::Sender<()>),
+}
+
+/// Fair shares of the queue: each credential's `TrackEvent`s in it are counted, and a caller
+/// may add one only while it holds no more than the room left free. One caller alone gets about
+/// half the queue; k callers filling it as fast as they can settle at about 1/(k+1) each, so
+/// there is always room for one more.
+struct Shares {
+    capacity: usize,
+    held: Mutex<(usize, HashMap<i64, usize>)>,
+}
+
+impl Shares {
+    fn admit(self: &Arc<Self>, key: i64) -> Option<Slot> {
+        let mut held = self.held.lock().unwrap_or_else(|p| p.into_inner());
+        let total = held.0;
+        let mine = held.1.get(&key).copied().unwrap_or(0);
+        if total >= self.capacity || mine > self.capacity - total {
+            return None;
+        }
+        held.0 += 1;
+        *held.1.entry(key).or_insert(0) += 1;
+        Some(Slot {
+            shares: self.clone(),
+            key,
+        })
+    }
+}
+
+/// One queued event of a credential.
+struct Slot {
+    shares: Arc<Shares>,
+    key: i64,
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        let mut held = self.shares.held.lock().unwrap_or_else(|p| p.into_inner());
+        held.0 = held.0.saturating_sub(1);
+        if let Some(n) = held.1.get_mut(&self.key) {
+            *n -= 1;
+            if *n == 0 {
+                held.1.remove(&self.key);
+            }
+        }
+    }
+}
+
+/// The key of a caller's share: users by id, API keys by negated id.
+fn share_key(caller: &Caller) -> i64 {
+    match caller {
+        Caller::User(u) => u.user_id,
+        Caller::ApiKey(k) => k.key_id.saturating_neg(),
+    }
 }
 
 /// The analytics pipeline. Cheap to clone.
@@ -112,6 +168,7 @@ pub struct Analytics {
 
 struct Inner {
     tx: mpsc::Sender<Command>,
+    shares: Arc<Shares>,
     ids: IdGen,
     db: Db,
     bus: Bus,
@@ -137,6 +194,10 @@ impl Analytics {
             .filter(|r| *r > 0);
         let inner = Arc::new(Inner {
             tx,
+            shares: Arc::new(Shares {
+                capacity: opts.queue_capacity.max(1),
+                held: Mutex::new((0, HashMap::new())),
+            }),
             ids: IdGen::new(node),
             db: db.clone(),
             bus: bus.clone(),
@@ -168,7 +229,7 @@ impl Analytics {
             source: "veza".into(),
             properties,
         };
-        if self.enqueue(e).is_err() {
+        if self.enqueue(Command::Event(e, None)).is_err() {
             self.inner.metrics.events.dropped.inc();
         }
     }
@@ -224,7 +285,13 @@ impl Analytics {
             source,
             properties: e.properties,
         };
-        if self.enqueue(record).is_err() {
+        let Some(slot) = self.inner.shares.admit(share_key(caller)) else {
+            self.inner.metrics.events.rejected.inc();
+            return Err(DomainError::ResourceExhausted(
+                "this caller's share of the analytics queue is full: retry later".into(),
+            ));
+        };
+        if self.enqueue(Command::Event(record, Some(slot))).is_err() {
             self.inner.metrics.events.rejected.inc();
             return Err(DomainError::ResourceExhausted(
                 "analytics ingestion queue is full: retry later".into(),
@@ -233,8 +300,8 @@ impl Analytics {
         Ok(id)
     }
 
-    fn enqueue(&self, e: EventRecord) -> std::result::Result<(), ()> {
-        match self.inner.tx.try_send(Command::Event(e)) {
+    fn enqueue(&self, c: Command) -> std::result::Result<(), ()> {
+        match self.inner.tx.try_send(c) {
             Ok(()) => {
                 self.inner.metrics.events.queued.inc();
                 self.inner.metrics.events.queue_depth.inc();
@@ -498,7 +565,7 @@ impl Writer {
             let mut flushes = Vec::new();
             for c in buf.drain(..) {
                 match c {
-                    Command::Event(e) => events.push(e),
+                    Command::Event(e, _share) => events.push(e),
                     Command::Flush(ack) => flushes.push(ack),
                 }
             }

@@ -21,6 +21,12 @@ pub enum DomainError {
     ResourceExhausted(String),
     #[error("{0}")]
     Unavailable(String),
+    /// A rate limit or quota of SPEC §13, with the time to wait before trying again.
+    #[error("{reason}")]
+    RateLimited {
+        reason: String,
+        retry_after: std::time::Duration,
+    },
     /// Anything else; the message is logged, never sent.
     #[error("internal: {0:#}")]
     Internal(anyhow::Error),

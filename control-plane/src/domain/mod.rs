@@ -6,6 +6,7 @@ pub mod analytics;
 mod api_keys;
 pub mod chat;
 mod error;
+pub mod limits;
 pub mod live;
 pub mod media;
 pub mod notify;

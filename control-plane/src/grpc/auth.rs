@@ -32,16 +32,16 @@ impl AuthService for AuthApi {
         &self,
         req: Request<pb::AuthenticateRequest>,
     ) -> Result<Response<pb::AuthenticateResponse>, Status> {
-        let ip = peer_ip(&req);
+        let peer = peer_ip(&req);
         let r = req.into_inner();
         let ip = if r.ip_address.is_empty() {
-            ip
+            &peer
         } else {
-            r.ip_address
+            &r.ip_address
         };
         let t = self
             .accounts
-            .login(&r.email, &r.password, &r.device_id, &ip)
+            .login(&r.email, &r.password, &r.device_id, ip, &peer)
             .await?;
         Ok(Response::new(pb::AuthenticateResponse {
             success: true,
@@ -128,6 +128,7 @@ impl AuthService for AuthApi {
         &self,
         req: Request<pb::RegisterRequest>,
     ) -> Result<Response<pb::RegisterResponse>, Status> {
+        let peer = peer_ip(&req);
         let r = req.into_inner();
         let account = NewAccount {
             email: r.email,
@@ -137,7 +138,7 @@ impl AuthService for AuthApi {
             last_name: r.last_name,
             admin: false,
         };
-        let user = self.accounts.register(account).await?;
+        let user = self.accounts.register(account, &peer).await?;
         Ok(Response::new(pb::RegisterResponse {
             user_info: Some(user_info(&user)),
             success: true,

@@ -10,6 +10,7 @@ pub mod health;
 pub mod live_audio;
 pub mod metrics_layer;
 pub mod notification;
+pub mod rate_limit;
 pub mod status;
 pub mod stream;
 

@@ -22,6 +22,14 @@ impl From<DomainError> for Status {
             DomainError::FailedPrecondition(m) => Status::failed_precondition(m),
             DomainError::ResourceExhausted(m) => Status::resource_exhausted(m),
             DomainError::Unavailable(m) => Status::unavailable(m),
+            DomainError::RateLimited {
+                reason,
+                retry_after,
+            } => Status::with_error_details(
+                Code::ResourceExhausted,
+                reason,
+                ErrorDetails::with_retry_info(Some(retry_after)),
+            ),
             DomainError::Internal(err) => {
                 // The span of the call names the method; details stay in the log.
                 tracing::error!(error = format!("{err:#}"), "internal error");

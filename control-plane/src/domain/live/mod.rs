@@ -149,6 +149,7 @@ impl Live {
             ));
         }
         let codec = ingest::InputCodec::parse(&s.codec, s.sample_rate, s.channels)?;
+        let _quota = self.inner.media.check_live_quota(owner).await?;
         let m = self
             .inner
             .db

@@ -11,6 +11,7 @@ mod claims;
 mod parts;
 mod play;
 mod process;
+mod quota;
 mod recording;
 mod upload;
 mod urls;
@@ -27,6 +28,7 @@ use veza_storage::{BlobStore, Db, MediaRecord, NewMedia};
 
 pub use cache::Loaded;
 pub use play::{Format, PlayRequest, Playback};
+pub use quota::{QuotaGuard, Quotas};
 pub use upload::{MAX_CHUNK_BYTES, UploadChunk};
 pub use urls::UrlSigner;
 
@@ -53,6 +55,8 @@ pub struct MediaOptions {
     pub max_track_duration: Duration,
     /// Processing attempts per track (crashes and restarts included) before it fails.
     pub processing_attempts: u32,
+    /// Per-user limits of storage, uploads in progress and live streams.
+    pub quotas: Quotas,
 }
 
 /// The fields of a track to create.
@@ -90,6 +94,7 @@ struct Inner {
     instance: String,
     /// Tracks queued or processing here, so the claim sweep does not queue them twice.
     queued: Mutex<HashSet<i64>>,
+    quota: quota::QuotaState,
 }
 
 impl Media {
@@ -107,6 +112,7 @@ impl Media {
         remove_work_dirs(&opts.tmp_dir);
         let instance = claims::instance_id(&opts.tmp_dir)?;
         let candidate = hex::encode(crate::auth::secrets::random_bytes::<32>());
+        let quota = quota::QuotaState::new(opts.quotas);
         let secret = db.media_url_secret(&candidate).await?;
         let key = hex::decode(&secret).unwrap_or_else(|_| secret.into_bytes());
         let media = Media {
@@ -123,6 +129,7 @@ impl Media {
                 shutdown,
                 instance,
                 queued: Mutex::new(HashSet::new()),
+                quota,
             }),
         };
         // Interrupted work (ours, or an instance's whose claim expired) is taken up now, and
@@ -172,6 +179,7 @@ impl Media {
                 t.file_size, self.inner.opts.max_upload_bytes
             )));
         }
+        let _quota = self.check_quota(owner, t.file_size).await?;
         let m = self
             .inner
             .db

@@ -44,6 +44,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         include_str!("../migrations/sqlite/0007_live.sql"),
         include_str!("../migrations/postgres/0007_live.sql"),
     ),
+    (
+        9,
+        include_str!("../migrations/sqlite/0009_room_invitations.sql"),
+        include_str!("../migrations/postgres/0009_room_invitations.sql"),
+    ),
 ];
 
 /// Applies every migration the database has not seen yet, each in its own transaction.

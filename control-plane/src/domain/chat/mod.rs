@@ -108,7 +108,7 @@ impl Chat {
         if name.is_empty() {
             return Err(DomainError::invalid("name", "must not be empty"));
         }
-        let description = validate::text("description", description, 1000)?;
+        let description = validate::body("description", description, 1000)?;
         if member_ids.len() > 1000 {
             return Err(DomainError::invalid(
                 "member_ids",
@@ -186,6 +186,7 @@ impl Chat {
                 format!("must be at most {MAX_CONTENT} characters"),
             ));
         }
+        validate::body_chars("content", &m.content)?;
         let message_type = message_type(&m.message_type)?;
         if m.metadata.len() > MAX_METADATA {
             return Err(DomainError::invalid(

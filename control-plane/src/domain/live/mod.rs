@@ -142,6 +142,8 @@ impl Live {
         if !(1..=200).contains(&n) {
             return Err(DomainError::invalid("title", "must be 1–200 characters"));
         }
+        super::validate::no_control("title", title)?;
+        super::validate::body_chars("description", &s.description)?;
         if s.description.chars().count() > 5000 {
             return Err(DomainError::invalid(
                 "description",

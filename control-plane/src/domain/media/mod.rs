@@ -297,7 +297,14 @@ fn not_found(id: i64) -> DomainError {
     DomainError::NotFound(format!("media {id} not found"))
 }
 
+/// A stored string of `min..=max` characters, without control characters (descriptions may hold
+/// newlines and tabs).
 fn check_len(field: &'static str, v: &str, min: usize, max: usize) -> Result<()> {
+    if field == "description" {
+        super::validate::body_chars(field, v)?;
+    } else {
+        super::validate::no_control(field, v)?;
+    }
     let n = v.chars().count();
     if n < min || n > max {
         return Err(DomainError::invalid(

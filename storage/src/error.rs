@@ -41,4 +41,27 @@ impl From<sqlx::Error> for StorageError {
     }
 }
 
+impl StorageError {
+    /// Whether the database refused the rows themselves (bad data, a constraint), so that the
+    /// same write would fail again and a batch holding them is worth splitting; not for errors
+    /// of the connection or the server, which a retry may cure.
+    pub fn is_bad_row(&self) -> bool {
+        match self {
+            StorageError::Conflict(_) => true,
+            StorageError::Database(sqlx::Error::Database(db)) => {
+                let code = db.code().unwrap_or_default();
+                // PostgreSQL SQLSTATE classes 22 (data exception) and 23 (integrity constraint);
+                // SQLite primary result codes 18 (too big), 19 (constraint) and 20 (mismatch).
+                code.starts_with("22")
+                    || code.starts_with("23")
+                    || code
+                        .parse::<u32>()
+                        .is_ok_and(|c| matches!(c & 0xff, 18..=20))
+            }
+            StorageError::Database(sqlx::Error::Encode(_)) => true,
+            _ => false,
+        }
+    }
+}
+
 pub type Result<T> = std::result::Result<T, StorageError>;

@@ -147,6 +147,32 @@ impl Db {
         Ok(())
     }
 
+    /// Writes `events` like [`insert_events`](Self::insert_events), but a batch the database
+    /// refuses for its rows (a NUL on PostgreSQL, a duplicate id) is split in halves until the
+    /// bad events are alone: those are left out and returned, everything else is written.
+    /// Other errors (the database is down) are returned as they are.
+    pub async fn insert_events_isolating(&self, events: &[EventRecord]) -> Result<Vec<i64>> {
+        let mut refused = Vec::new();
+        let mut todo = vec![0..events.len()];
+        while let Some(range) = todo.pop() {
+            let part = &events[range.clone()];
+            match self.insert_events(part).await {
+                Ok(()) => {}
+                Err(e) if e.is_bad_row() && part.len() > 1 => {
+                    let mid = range.start + part.len() / 2;
+                    todo.push(mid..range.end);
+                    todo.push(range.start..mid);
+                }
+                Err(e) if e.is_bad_row() => {
+                    tracing::error!(error = %e, event_id = part[0].id, "the database refused an analytics event; dropping it");
+                    refused.extend(part.iter().map(|e| e.id));
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(refused)
+    }
+
     /// Counts and distinct users per time bucket (and group), computed in SQL.
     ///
     /// Ungrouped hourly buckets starting on the hour read the per-hour rollup (one row per

@@ -24,7 +24,7 @@ pub struct NewRoom<'a> {
     pub description: &'a str,
     pub is_private: bool,
     pub owner_id: i64,
-    /// Members besides the owner.
+    /// Users invited besides the owner (they become members by joining).
     pub member_ids: &'a [i64],
 }
 
@@ -32,7 +32,8 @@ const COLUMNS: &str = "r.id, r.name, r.description, r.is_private, r.owner_id, r.
      (SELECT COUNT(*) FROM room_members m WHERE m.room_id = r.id) AS member_count";
 
 impl Db {
-    /// Creates a room with its owner and members in one transaction.
+    /// Creates a room with its owner as its one member and `member_ids` invited, in one
+    /// transaction.
     pub async fn create_room(&self, r: &NewRoom<'_>) -> Result<RoomRecord> {
         let now = now_ms();
         let mut tx = self.begin_write().await?;
@@ -47,13 +48,17 @@ impl Db {
         .fetch_one(&mut *tx)
         .await?;
         let id: i64 = row.try_get(0)?;
-        let mut members = vec![r.owner_id];
-        members.extend(r.member_ids.iter().filter(|m| **m != r.owner_id));
-        members.dedup();
-        for user in members {
-            sqlx::query("INSERT INTO room_members (room_id, user_id, joined_at) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING")
+        sqlx::query("INSERT INTO room_members (room_id, user_id, joined_at) VALUES ($1, $2, $3)")
+            .bind(id)
+            .bind(r.owner_id)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+        for user in r.member_ids.iter().filter(|m| **m != r.owner_id) {
+            sqlx::query("INSERT INTO room_invitations (room_id, user_id, invited_by, created_at) VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING")
                 .bind(id)
                 .bind(user)
+                .bind(r.owner_id)
                 .bind(now)
                 .execute(&mut *tx)
                 .await?;
@@ -106,14 +111,32 @@ impl Db {
         Ok(row.is_some())
     }
 
-    /// Adds a member; `false` when already one.
+    /// Whether `user_id` holds an invitation to `room_id`.
+    pub async fn is_invited(&self, room_id: i64, user_id: i64) -> Result<bool> {
+        let row =
+            sqlx::query("SELECT 1 FROM room_invitations WHERE room_id = $1 AND user_id = $2")
+                .bind(room_id)
+                .bind(user_id)
+                .fetch_optional(&self.pool)
+                .await?;
+        Ok(row.is_some())
+    }
+
+    /// Adds a member (spending an invitation they held); `false` when already one.
     pub async fn add_member(&self, room_id: i64, user_id: i64) -> Result<bool> {
+        let mut tx = self.begin_write().await?;
         let done = sqlx::query("INSERT INTO room_members (room_id, user_id, joined_at) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING")
             .bind(room_id)
             .bind(user_id)
             .bind(now_ms())
-            .execute(&self.pool)
+            .execute(&mut *tx)
             .await?;
+        sqlx::query("DELETE FROM room_invitations WHERE room_id = $1 AND user_id = $2")
+            .bind(room_id)
+            .bind(user_id)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
         Ok(done.rows_affected() == 1)
     }
 

@@ -89,19 +89,19 @@ impl Db {
         let expires_at: i64 = row.try_get(1)?;
         let used: i64 = row.try_get(2)?;
         if used != 0 {
-            sqlx::query("UPDATE sessions SET revoked = 1 WHERE id = $1")
-                .bind(session_id)
-                .execute(&mut *tx)
-                .await?;
-            let s = fetch_session(&mut tx, session_id).await?;
-            tx.commit().await?;
-            return Ok(s.map_or(RefreshUse::Invalid, RefreshUse::Reused));
+            return revoke_for_reuse(tx, session_id).await;
         }
         let spent =
             sqlx::query("UPDATE refresh_tokens SET used = 1 WHERE token_hash = $1 AND used = 0")
                 .bind(hash)
                 .execute(&mut *tx)
                 .await?;
+        if spent.rows_affected() != 1 {
+            // A concurrent use spent it between our read and this write (PostgreSQL's read
+            // committed; SQLite's write lock serialises the two and lands in the branch above):
+            // the same reuse, with the same outcome on both backends.
+            return revoke_for_reuse(tx, session_id).await;
+        }
         let session = fetch_session(&mut tx, session_id).await?;
         let Some(session) =
             session.filter(|s| !s.revoked && s.expires_at > now && expires_at > now)
@@ -109,9 +109,6 @@ impl Db {
             tx.commit().await?;
             return Ok(RefreshUse::Invalid);
         };
-        if spent.rows_affected() != 1 {
-            return Ok(RefreshUse::Invalid);
-        }
         insert_refresh(&mut tx, new_hash, session_id, new_expiry).await?;
         sqlx::query("UPDATE sessions SET last_seen_at = $1, expires_at = $2 WHERE id = $3")
             .bind(now)
@@ -247,4 +244,18 @@ fn session_from_row(row: &AnyRow) -> Result<SessionRecord> {
         expires_at: row.try_get("expires_at")?,
         revoked: revoked != 0,
     })
+}
+
+/// Revokes session `id` because one of its spent refresh tokens was presented again.
+async fn revoke_for_reuse(
+    mut tx: sqlx::Transaction<'static, sqlx::Any>,
+    id: i64,
+) -> Result<RefreshUse> {
+    sqlx::query("UPDATE sessions SET revoked = 1 WHERE id = $1")
+        .bind(id)
+        .execute(&mut *tx)
+        .await?;
+    let s = fetch_session(&mut tx, id).await?;
+    tx.commit().await?;
+    Ok(s.map_or(RefreshUse::Invalid, RefreshUse::Reused))
 }

@@ -85,15 +85,25 @@ async fn rooms_and_membership(b: Backend) {
     .unwrap();
 
     let private = room(&mut c, &a, "secret", true, vec![bob]).await;
-    assert_eq!(private.member_count, 2, "invited members are members");
-    c.join_room(bearer(
-        &bt,
-        JoinRoomRequest {
-            room_id: private.room_id,
-        },
-    ))
-    .await
-    .unwrap();
+    assert_eq!(
+        private.member_count, 1,
+        "an invited user is not a member before accepting"
+    );
+    let e = send(&mut c, &bt, private.room_id, "not yet").await.unwrap_err();
+    assert_eq!(e.code(), Code::NotFound, "{e:?}");
+    let joined = c
+        .join_room(bearer(
+            &bt,
+            JoinRoomRequest {
+                room_id: private.room_id,
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .room
+        .unwrap();
+    assert_eq!(joined.member_count, 2, "joining accepts the invitation");
     assert_eq!(
         code(
             c.join_room(bearer(
@@ -568,6 +578,9 @@ async fn mentions_notify_members_only(b: Backend) {
     let (_, ct) = s.user("carol").await;
     let mut c = client(&s).await;
     let r = room(&mut c, &a, "lobby", false, vec![bob]).await;
+    c.join_room(bearer(&bt, JoinRoomRequest { room_id: r.room_id }))
+        .await
+        .unwrap();
     send(
         &mut c,
         &a,

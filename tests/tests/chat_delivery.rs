@@ -34,6 +34,16 @@ async fn shared_room(s: &TestServer, users: usize) -> (i64, Vec<String>) {
         .into_inner()
         .room
         .unwrap();
+    for t in &tokens[1..] {
+        c.join_room(bearer(
+            t,
+            JoinRoomRequest {
+                room_id: room.room_id,
+            },
+        ))
+        .await
+        .unwrap();
+    }
     (room.room_id, tokens)
 }
 

@@ -368,7 +368,7 @@ async fn api_keys_upload_for_an_owner(b: Backend) {
             &admin,
             veza_proto::auth::CreateApiKeyRequest {
                 name: "uploader".into(),
-                scopes: vec!["analytics:write".into()],
+                scopes: vec!["stream:publish".into()],
             },
         ))
         .await

@@ -93,6 +93,21 @@ impl Authenticator {
         })
     }
 
+    /// Whether credentials checked earlier still hold: the token has not expired and neither
+    /// its session nor the token or API key has been revoked since.
+    pub fn still_valid(&self, caller: &Caller) -> Result<(), AuthFailure> {
+        match caller {
+            Caller::User(u) if u.exp <= veza_storage::now_ms() / 1000 => Err(AuthFailure::Expired),
+            Caller::User(u) if self.revocations.token_revoked(u.session_id, &u.jti) => {
+                Err(AuthFailure::Revoked)
+            }
+            Caller::ApiKey(k) if self.revocations.api_key_revoked(k.key_id) => {
+                Err(AuthFailure::ApiKeyRevoked)
+            }
+            _ => Ok(()),
+        }
+    }
+
     fn verify_cached(&self, token: &str) -> Result<Claims, AuthFailure> {
         let now = veza_storage::now_ms() / 1000;
         let mut cache = lock(&self.verified);

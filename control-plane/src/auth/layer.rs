@@ -1,5 +1,6 @@
 //! The tower layer that authenticates every call of every Veza service, unary and streaming,
-//! and hands the handlers a typed [`Caller`] in the request extensions.
+//! and hands the handlers a typed [`Caller`] in the request extensions. Streaming calls hold
+//! their credentials for as long as they run (see [`lease`](super::lease)).
 
 use std::{
     future::Future,
@@ -8,16 +9,33 @@ use std::{
     task::{Context, Poll},
 };
 
-use tonic::Status;
+use tonic::{Status, body::Body};
 use tower::{Layer, Service};
 
-use super::{AuthFailure, Authenticator};
+use super::{
+    AuthFailure, Authenticator, Caller,
+    lease::{Guarded, Lease, Role},
+};
 
 /// Calls that need no credentials.
 const PUBLIC: &[&str] = &[
     "/veza.auth.AuthService/Authenticate",
     "/veza.auth.AuthService/RefreshToken",
     "/veza.auth.AuthService/Register",
+];
+
+/// The calls with a client or server stream: their credentials are watched while they run.
+const STREAMING: &[&str] = &[
+    "/veza.auth.AuthService/StreamUserSessions",
+    "/veza.chat.ChatService/StreamMessages",
+    "/veza.chat.ChatService/StreamRoomActivity",
+    "/veza.chat.ChatService/ChatStream",
+    "/veza.stream.StreamService/StreamAudio",
+    "/veza.stream.StreamService/StreamAnalytics",
+    "/veza.stream.StreamService/UploadAudioChunks",
+    "/veza.analytics.AnalyticsService/StreamMetrics",
+    "/veza.analytics.AnalyticsService/StreamEvents",
+    "/veza.notification.NotificationService/StreamNotifications",
 ];
 
 /// Whether `path` may be called without credentials: the public Veza calls and every
@@ -57,12 +75,10 @@ pub struct Authenticated<S> {
     auth: Arc<Authenticator>,
 }
 
-impl<S, B, R> Service<http::Request<B>> for Authenticated<S>
+impl<S> Service<http::Request<Body>> for Authenticated<S>
 where
-    S: Service<http::Request<B>, Response = http::Response<R>> + Clone + Send + 'static,
+    S: Service<http::Request<Body>, Response = http::Response<Body>> + Clone + Send + 'static,
     S::Future: Send + 'static,
-    B: Send + 'static,
-    R: Default,
 {
     type Response = S::Response;
     type Error = S::Error;
@@ -72,23 +88,52 @@ where
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, mut req: http::Request<B>) -> Self::Future {
+    fn call(&mut self, mut req: http::Request<Body>) -> Self::Future {
         let clone = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, clone);
         let auth = self.auth.clone();
         Box::pin(async move {
-            if is_public(req.uri().path()) {
+            let path = req.uri().path();
+            if is_public(path) {
                 return inner.call(req).await;
             }
-            match auth.authenticate(req.headers()).await {
-                Ok(caller) => {
-                    req.extensions_mut().insert(caller);
-                    inner.call(req).await
-                }
-                Err(failure) => Ok(status_of(failure).into_http()),
+            let streaming = STREAMING.contains(&path);
+            let caller = match auth.authenticate(req.headers()).await {
+                Ok(caller) => caller,
+                Err(failure) => return Ok(status_of(failure).into_http()),
+            };
+            if !streaming {
+                req.extensions_mut().insert(caller);
+                return inner.call(req).await;
             }
+            leased(inner, req, auth, caller).await
         })
     }
+}
+
+/// Runs a streaming call under a [`Lease`]: when the credentials stop holding, the call ends
+/// with `UNAUTHENTICATED` whether its response has started or not.
+async fn leased<S>(
+    mut inner: S,
+    req: http::Request<Body>,
+    auth: Arc<Authenticator>,
+    caller: Caller,
+) -> Result<http::Response<Body>, S::Error>
+where
+    S: Service<http::Request<Body>, Response = http::Response<Body>>,
+{
+    let lease = Lease::start(auth, caller.clone());
+    let mut req = req.map(|b| Body::new(Guarded::new(b, lease.clone(), Role::Request)));
+    req.extensions_mut().insert(caller);
+    let mut call = std::pin::pin!(inner.call(req));
+    let response = std::future::poll_fn(|cx| {
+        if let Some(status) = lease.poll_ended(Role::Call, cx) {
+            return Poll::Ready(Ok(status.into_http()));
+        }
+        call.as_mut().poll(cx)
+    })
+    .await?;
+    Ok(response.map(|b| Body::new(Guarded::new(b, lease, Role::Response))))
 }
 
 fn status_of(failure: AuthFailure) -> Status {
@@ -109,5 +154,37 @@ mod tests {
         assert!(super::is_public("/grpc.health.v1.Health/Check"));
         assert!(!super::is_public("/veza.auth.AuthService/GetUserInfo"));
         assert!(!super::is_public("/veza.chat.ChatService/ChatStream"));
+    }
+
+    /// Every rpc with `stream` in its signature is watched, and nothing else.
+    #[test]
+    fn streaming_calls_match_the_protos() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../proto/veza");
+        let mut found = Vec::new();
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let text = std::fs::read_to_string(entry.unwrap().path()).unwrap();
+            let package = text
+                .lines()
+                .find_map(|l| l.trim().strip_prefix("package "))
+                .unwrap()
+                .trim_end_matches(';')
+                .to_string();
+            let mut service = String::new();
+            for line in text.lines().map(str::trim) {
+                if let Some(rest) = line.strip_prefix("service ") {
+                    service = rest.trim_end_matches('{').trim().to_string();
+                }
+                if let Some(rest) = line.strip_prefix("rpc ")
+                    && line.contains("(stream ")
+                {
+                    let name = rest.split('(').next().unwrap().trim();
+                    found.push(format!("/{package}.{service}/{name}"));
+                }
+            }
+        }
+        found.sort();
+        let mut listed: Vec<String> = super::STREAMING.iter().map(|s| s.to_string()).collect();
+        listed.sort();
+        assert_eq!(found, listed);
     }
 }

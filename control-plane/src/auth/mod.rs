@@ -4,6 +4,7 @@
 mod authenticator;
 mod caller;
 mod layer;
+mod lease;
 pub mod password;
 pub mod revocations;
 pub mod secrets;

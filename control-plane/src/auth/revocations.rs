@@ -8,6 +8,7 @@ use std::{
 
 use futures::StreamExt;
 use serde::{Deserialize, Serialize};
+use tokio::sync::watch;
 use veza_storage::Db;
 
 use crate::bus::{Bus, BusEvent};
@@ -25,11 +26,24 @@ pub enum Revocation {
 }
 
 /// What this instance knows to be revoked.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Revocations {
     sessions: RwLock<HashSet<i64>>,
     tokens: RwLock<HashSet<String>>,
     api_keys: RwLock<HashSet<i64>>,
+    /// Bumped on every revocation, so open streams re-check their credentials.
+    changes: watch::Sender<u64>,
+}
+
+impl Default for Revocations {
+    fn default() -> Revocations {
+        Revocations {
+            sessions: RwLock::default(),
+            tokens: RwLock::default(),
+            api_keys: RwLock::default(),
+            changes: watch::Sender::new(0),
+        }
+    }
 }
 
 impl Revocations {
@@ -70,6 +84,12 @@ impl Revocations {
             Revocation::Token(jti) => write(&self.tokens).insert(jti.clone()),
             Revocation::ApiKey(id) => write(&self.api_keys).insert(*id),
         };
+        self.changes.send_modify(|n| *n = n.wrapping_add(1));
+    }
+
+    /// Changes whenever something is revoked.
+    pub fn subscribe(&self) -> watch::Receiver<u64> {
+        self.changes.subscribe()
     }
 
     /// Records `r` here and tells the other instances.

@@ -491,6 +491,7 @@ fn check_properties(props: &[(String, String)]) -> Result<()> {
                 format!("value of {k:?} is longer than 512 bytes"),
             ));
         }
+        super::validate::no_control("properties", v)?;
     }
     Ok(())
 }
@@ -581,10 +582,22 @@ impl Writer {
     async fn write(&self, events: &[EventRecord]) {
         let mut delay = Duration::from_millis(50);
         for attempt in 1.. {
-            match self.db.insert_events(events).await {
-                Ok(()) => {
+            match self.db.insert_events_isolating(events).await {
+                Ok(refused) if refused.is_empty() => {
                     self.metrics.events.written.inc_by(events.len() as u64);
                     self.publish(events).await;
+                    return;
+                }
+                Ok(refused) => {
+                    // Acknowledged already: only the refused rows are lost, each logged.
+                    let kept: Vec<EventRecord> = events
+                        .iter()
+                        .filter(|e| !refused.contains(&e.id))
+                        .cloned()
+                        .collect();
+                    self.metrics.events.failed.inc_by(refused.len() as u64);
+                    self.metrics.events.written.inc_by(kept.len() as u64);
+                    self.publish(&kept).await;
                     return;
                 }
                 Err(e) if attempt < 8 => {

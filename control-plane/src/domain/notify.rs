@@ -111,7 +111,7 @@ impl Notifier {
         if title.is_empty() {
             return Err(DomainError::invalid("title", "must not be empty"));
         }
-        let body = super::validate::text("body", body, 4000)?;
+        let body = super::validate::body("body", body, 4000)?;
         check_data(&data)?;
         let missing = self.db.missing_users(&users).await?;
         if let Some(first) = missing.first() {
@@ -396,6 +396,8 @@ fn check_data(data: &HashMap<String, String>) -> Result<()> {
         if k.is_empty() || k.len() > 128 {
             return Err(DomainError::invalid("data", "keys must be 1 to 128 bytes"));
         }
+        super::validate::no_control("data", k)?;
+        super::validate::body_chars("data", v)?;
         if v.len() > 4096 {
             return Err(DomainError::invalid(
                 "data",

@@ -1,4 +1,6 @@
-//! Input checks shared by the services: each names the field it refuses.
+//! Input checks shared by the services: each names the field it refuses. No stored string
+//! holds a NUL or another control character (SPEC §13); message bodies may hold newlines and
+//! tabs.
 
 use super::error::{DomainError, Result};
 
@@ -26,7 +28,7 @@ pub fn email(raw: &str) -> Result<String> {
         }
         None => false,
     };
-    if !valid {
+    if !valid || e.chars().any(char::is_control) {
         return Err(DomainError::invalid("email", "not an email address"));
     }
     Ok(e)
@@ -71,15 +73,55 @@ pub fn username(u: &str) -> Result<String> {
     Ok(u.to_string())
 }
 
-/// A free-text field of at most `max` characters.
+/// A free-text field of at most `max` characters, without control characters.
 pub fn text(field: &'static str, value: &str, max: usize) -> Result<String> {
+    checked_text(field, value, max, false)
+}
+
+/// A message body of at most `max` characters: control characters other than newline and tab
+/// are refused.
+pub fn body(field: &'static str, value: &str, max: usize) -> Result<String> {
+    checked_text(field, value, max, true)
+}
+
+fn checked_text(field: &'static str, value: &str, max: usize, lines: bool) -> Result<String> {
     if value.len() > max * 4 || value.chars().count() > max {
         return Err(DomainError::invalid(
             field,
             format!("must be at most {max} characters"),
         ));
     }
+    if lines {
+        body_chars(field, value)?;
+    } else {
+        no_control(field, value)?;
+    }
     Ok(value.trim().to_string())
+}
+
+/// Refuses `value` when it holds a NUL or another control character.
+pub fn no_control(field: &'static str, value: &str) -> Result<()> {
+    if value.chars().any(char::is_control) {
+        return Err(DomainError::invalid(
+            field,
+            "must not contain NUL or other control characters",
+        ));
+    }
+    Ok(())
+}
+
+/// Refuses `value` when it holds a control character other than newline and tab.
+pub fn body_chars(field: &'static str, value: &str) -> Result<()> {
+    if value
+        .chars()
+        .any(|c| c.is_control() && c != '\n' && c != '\t')
+    {
+        return Err(DomainError::invalid(
+            field,
+            "must not contain NUL or control characters other than newline and tab",
+        ));
+    }
+    Ok(())
 }
 
 /// A username derived from an email's local part when none was given.
@@ -117,5 +159,20 @@ mod tests {
         assert!(password("long enough").is_ok());
         assert!(username("a b").is_err());
         assert_eq!(username_from_email("jo@x.y"), "user-jo");
+    }
+
+    #[test]
+    fn control_characters_are_refused() {
+        for bad in ["a\0b", "a\u{7}", "a\u{1b}[31m", "a\r", "a\u{85}"] {
+            assert!(matches!(
+                text("name", bad, 100),
+                Err(DomainError::InvalidArgument { field: "name", .. })
+            ));
+            assert!(body("content", bad, 100).is_err(), "{bad:?}");
+        }
+        assert!(text("name", "a\nb", 100).is_err());
+        assert_eq!(body("content", "a\n\tb", 100).unwrap(), "a\n\tb");
+        assert!(email("a\0@b.io").is_err());
+        assert!(no_control("k", "ok é ü 🎵").is_ok());
     }
 }

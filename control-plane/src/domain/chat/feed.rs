@@ -1,5 +1,6 @@
 //! The gap-free message feed of one room: stored messages after a cursor, then live ones, each
-//! exactly once and in id order, whatever the bus drops or reorders.
+//! exactly once and in id order, whatever the bus drops or reorders. A viewer's feed ends when
+//! the viewer leaves the room.
 
 use std::collections::VecDeque;
 
@@ -20,14 +21,18 @@ struct Feed {
     last: i64,
     backlog: VecDeque<MessageRecord>,
     catching_up: bool,
+    /// The user reading (0: one whose leaving cannot end the feed, e.g. an admin key).
+    viewer: i64,
 }
 
-/// Messages of `room_id` after `after`, then live. `rx` must be subscribed before this is called.
+/// Messages of `room_id` after `after`, then live, until `viewer` (when not 0) leaves the room.
+/// `rx` must be subscribed before this is called.
 pub fn room_feed(
     db: Db,
     rx: broadcast::Receiver<RoomEvent>,
     room_id: i64,
     after: i64,
+    viewer: i64,
 ) -> impl Stream<Item = Result<MessageRecord>> + Send + 'static {
     let feed = Feed {
         db,
@@ -36,6 +41,7 @@ pub fn room_feed(
         last: after,
         backlog: VecDeque::new(),
         catching_up: true,
+        viewer,
     };
     futures::stream::unfold(feed, |mut f| async move {
         match f.next().await {
@@ -73,12 +79,23 @@ impl Feed {
                 }
                 // A gap (another instance published out of order) or lost events: the database
                 // has everything up to what arrived, since ids are assigned in commit order.
-                Ok(RoomEvent::Message(_)) | Ok(RoomEvent::Lagged) | Err(RecvError::Lagged(_)) => {
+                Ok(RoomEvent::Message(_)) => self.catching_up = true,
+                // Lost events may hide the viewer's leave: ask the database.
+                Ok(RoomEvent::Lagged) | Err(RecvError::Lagged(_)) => {
+                    if self.viewer != 0 && !self.db.is_member(self.room_id, self.viewer).await? {
+                        return Ok(None);
+                    }
                     self.catching_up = true
                 }
+                Ok(RoomEvent::Activity(a)) if left(&a, self.viewer) => return Ok(None),
                 Ok(RoomEvent::Activity(_)) => {}
                 Err(RecvError::Closed) => return Ok(None),
             }
         }
     }
+}
+
+/// Whether `a` is `viewer` (not 0) leaving the room.
+pub fn left(a: &super::Activity, viewer: i64) -> bool {
+    viewer != 0 && a.kind == "left" && a.user_id == viewer
 }

@@ -93,7 +93,8 @@ impl Chat {
         }
     }
 
-    /// Creates a room owned by the caller, with `member_ids` invited.
+    /// Creates a room owned by the caller, its only member; `member_ids` are invited and become
+    /// members when they join (nobody is put in a room without their consent).
     pub async fn create_room(
         &self,
         caller: &Caller,
@@ -107,7 +108,7 @@ impl Chat {
         if name.is_empty() {
             return Err(DomainError::invalid("name", "must not be empty"));
         }
-        let description = validate::text("description", description, 1000)?;
+        let description = validate::body("description", description, 1000)?;
         if member_ids.len() > 1000 {
             return Err(DomainError::invalid(
                 "member_ids",
@@ -129,17 +130,19 @@ impl Chat {
             member_ids,
         };
         let room = self.db.create_room(&new).await?;
-        for user in std::iter::once(owner).chain(member_ids.iter().copied()) {
-            self.publish_membership(user, room.id, true).await;
-        }
+        self.publish_membership(owner, room.id, true).await;
         Ok(room)
     }
 
-    /// Joins a public room, or a private one the caller was invited to.
+    /// Joins a public room, or a private one the caller was invited to (accepting the
+    /// invitation).
     pub async fn join(&self, caller: &Caller, room_id: i64) -> Result<RoomRecord> {
         let user = user_of(caller)?;
         let room = self.find_room(room_id).await?;
-        if room.is_private && !self.db.is_member(room_id, user).await? {
+        if room.is_private
+            && !self.db.is_member(room_id, user).await?
+            && !self.db.is_invited(room_id, user).await?
+        {
             return Err(not_found(room_id));
         }
         if self.db.add_member(room_id, user).await? {
@@ -183,6 +186,7 @@ impl Chat {
                 format!("must be at most {MAX_CONTENT} characters"),
             ));
         }
+        validate::body_chars("content", &m.content)?;
         let message_type = message_type(&m.message_type)?;
         if m.metadata.len() > MAX_METADATA {
             return Err(DomainError::invalid(
@@ -264,7 +268,7 @@ impl Chat {
         })
     }
 
-    /// Stored messages after `after`, then live ones, gap-free.
+    /// Stored messages after `after`, then live ones, gap-free, until the caller leaves the room.
     pub async fn message_feed(
         &self,
         caller: &Caller,
@@ -277,34 +281,44 @@ impl Chat {
                 "must not be negative",
             ));
         }
-        self.reader(caller, room_id).await?;
+        let viewer = self.reader(caller, room_id).await?.1;
         let rx = self.hub.subscribe(room_id).await?;
-        Ok(feed::room_feed(self.db.clone(), rx, room_id, after))
+        Ok(feed::room_feed(self.db.clone(), rx, room_id, after, viewer))
     }
 
-    /// The room's activity from now on.
+    /// The room's activity from now on, until the caller leaves the room.
     pub async fn activity_feed(
         &self,
         caller: &Caller,
         room_id: i64,
     ) -> Result<impl Stream<Item = Activity> + Send + 'static + use<>> {
-        self.reader(caller, room_id).await?;
+        let viewer = self.reader(caller, room_id).await?.1;
         let rx = self.hub.subscribe(room_id).await?;
-        Ok(
-            tokio_stream::wrappers::BroadcastStream::new(rx).filter_map(|e| async move {
-                match e {
-                    Ok(RoomEvent::Activity(a)) => Some((*a).clone()),
-                    Ok(RoomEvent::Message(m)) => Some(Activity {
-                        room_id: m.room_id,
-                        kind: "message".into(),
-                        user_id: m.user_id,
-                        data: m.id.to_string().into_bytes(),
-                        at: m.created_at,
-                    }),
-                    _ => None,
+        let events = tokio_stream::wrappers::BroadcastStream::new(rx).filter_map(|e| async move {
+            match e {
+                Ok(RoomEvent::Activity(a)) => Some((*a).clone()),
+                Ok(RoomEvent::Message(m)) => Some(Activity {
+                    room_id: m.room_id,
+                    kind: "message".into(),
+                    user_id: m.user_id,
+                    data: m.id.to_string().into_bytes(),
+                    at: m.created_at,
+                }),
+                _ => None,
+            }
+        });
+        // The viewer's own `left` is the last event it sees.
+        Ok(futures::stream::unfold(
+            (Box::pin(events), false),
+            move |(mut events, ended)| async move {
+                if ended {
+                    return None;
                 }
-            }),
-        )
+                let a = events.next().await?;
+                let ended = feed::left(&a, viewer);
+                Some((a, (events, ended)))
+            },
+        ))
     }
 
     /// Every new message of every room the caller belongs to, following joins and leaves.

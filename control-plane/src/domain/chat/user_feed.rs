@@ -61,7 +61,7 @@ impl UserFeed {
             .map_or(0, |r| r.last_message_id);
         self.rooms.insert(
             room_id,
-            Box::pin(room_feed(self.db.clone(), rx, room_id, last)),
+            Box::pin(room_feed(self.db.clone(), rx, room_id, last, 0)),
         );
         Ok(())
     }

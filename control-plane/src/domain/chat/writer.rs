@@ -59,8 +59,25 @@ async fn run(db: Db, bus: Bus, mut rx: mpsc::Receiver<(NewMessage, Reply)>) {
                     let _ = reply.send(Ok(result));
                 }
             }
+            Err(e) if e.is_bad_row() && messages.len() > 1 => {
+                // One sender's bad row must not fail the others: each is written on its own.
+                tracing::warn!(error = %e, batch = messages.len(), "message batch refused; writing one by one");
+                for (m, reply) in messages.into_iter().zip(replies) {
+                    let result = match db.insert_messages(std::slice::from_ref(&m)).await {
+                        Ok(mut results) => match results.pop() {
+                            Some(r) => Ok(r),
+                            None => Err(DomainError::Internal(anyhow::anyhow!("no result"))),
+                        },
+                        Err(e) => Err(refused(e)),
+                    };
+                    if let Ok(Ok(stored)) = &result {
+                        publish(&bus, stored).await;
+                    }
+                    let _ = reply.send(result);
+                }
+            }
             Err(e) => {
-                let e = DomainError::from(e);
+                let e = refused(e);
                 tracing::error!(error = %e, batch = messages.len(), "storing a message batch");
                 for reply in replies {
                     let _ = reply.send(Err(copy(&e)));
@@ -68,6 +85,16 @@ async fn run(db: Db, bus: Bus, mut rx: mpsc::Receiver<(NewMessage, Reply)>) {
             }
         }
     }
+}
+
+/// The error for a message the database would not store: `INVALID_ARGUMENT` when the row itself
+/// was refused (validation should have caught it), else what the storage error maps to.
+fn refused(e: veza_storage::StorageError) -> DomainError {
+    if e.is_bad_row() && !matches!(e, veza_storage::StorageError::Conflict(_)) {
+        tracing::error!(error = %e, "the database refused a message");
+        return DomainError::invalid("content", "the message could not be stored as sent");
+    }
+    DomainError::from(e)
 }
 
 async fn publish(bus: &Bus, m: &MessageRecord) {
@@ -88,6 +115,10 @@ async fn publish(bus: &Bus, m: &MessageRecord) {
 fn copy(e: &DomainError) -> DomainError {
     match e {
         DomainError::Unavailable(m) => DomainError::Unavailable(m.clone()),
+        DomainError::InvalidArgument { field, reason } => DomainError::InvalidArgument {
+            field,
+            reason: reason.clone(),
+        },
         other => DomainError::Internal(anyhow::anyhow!("{other}")),
     }
 }

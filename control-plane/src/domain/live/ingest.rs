@@ -155,7 +155,7 @@ impl Live {
         S: Stream<Item = Result<LiveChunk>> + Unpin + Send,
     {
         let id = first.stream_id;
-        let m = self.live_record(id).await?;
+        let m = self.live_record(who, id, Some("stream:publish")).await?;
         if !(who.may_act_for(m.owner_id) || who.has_scope("stream:publish")) {
             return Err(DomainError::denied(
                 "only the stream's owner (or an API key with stream:publish) may publish to it",

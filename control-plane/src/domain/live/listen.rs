@@ -52,7 +52,7 @@ impl Live {
     /// Lets a listener of live stream `req.stream_id` in: checks the caps and counts it in.
     pub async fn admit(&self, who: &Caller, req: ListenRequest) -> Result<Admitted> {
         let id = req.stream_id;
-        let m = self.live_record(id).await?;
+        let m = self.live_record(who, id, None).await?;
         let o = &self.inner.opts;
         if o.max_listeners > 0 && self.inner.listeners.load(Ordering::Relaxed) >= o.max_listeners {
             return Err(DomainError::ResourceExhausted(format!(

@@ -142,6 +142,8 @@ impl Live {
         if !(1..=200).contains(&n) {
             return Err(DomainError::invalid("title", "must be 1–200 characters"));
         }
+        super::validate::no_control("title", title)?;
+        super::validate::body_chars("description", &s.description)?;
         if s.description.chars().count() > 5000 {
             return Err(DomainError::invalid(
                 "description",
@@ -177,7 +179,7 @@ impl Live {
 
     /// Ends live stream `id` (owner or admin); returns the track id when it was recorded.
     pub async fn stop_stream(&self, who: &Caller, id: i64) -> Result<Option<i64>> {
-        let m = self.live_record(id).await?;
+        let m = self.live_record(who, id, None).await?;
         if !who.may_act_for(m.owner_id) {
             return Err(DomainError::denied(
                 "only the stream's owner or an admin may stop it",
@@ -207,14 +209,20 @@ impl Live {
                 .sum::<u64>()
     }
 
-    /// A media row that must be a live stream still on air.
-    async fn live_record(&self, id: i64) -> Result<MediaRecord> {
+    /// A media row that must be a live stream still on air. Private media of others do not
+    /// exist for `who` (`NOT_FOUND`, before any other answer could reveal them) unless it holds
+    /// `scope`.
+    async fn live_record(&self, who: &Caller, id: i64, scope: Option<&str>) -> Result<MediaRecord> {
         let m = self
             .inner
             .db
             .media(id)
             .await?
             .ok_or_else(|| DomainError::NotFound(format!("media {id} not found")))?;
+        if m.is_private && !who.may_act_for(m.owner_id) && !scope.is_some_and(|s| who.has_scope(s))
+        {
+            return Err(DomainError::NotFound(format!("media {id} not found")));
+        }
         if m.kind != "live" {
             return Err(DomainError::FailedPrecondition(format!(
                 "media {id} is a track, not a live stream"

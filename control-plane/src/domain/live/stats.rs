@@ -37,7 +37,7 @@ impl Live {
     /// Samples of live stream `id` every `interval_ms` (0 = 1000); owner, admin or an API key
     /// with `analytics:read`.
     pub async fn analytics(&self, who: &Caller, id: i64, interval_ms: i32) -> Result<StatsFeed> {
-        let m = self.live_record(id).await?;
+        let m = self.live_record(who, id, Some("analytics:read")).await?;
         if !(who.may_act_for(m.owner_id) || who.has_scope("analytics:read")) {
             return Err(DomainError::denied(
                 "only the stream's owner, an admin or an API key with analytics:read may read its analytics",

@@ -140,8 +140,14 @@ impl Media {
     }
 
     /// Creates a track in `uploading` (SPEC §6): the owner is the caller, or `user_id` when an
-    /// admin or an API key asks (an API key must name an existing owner).
+    /// admin or an API key with `stream:publish` (or `admin`) asks (it must name an existing
+    /// owner).
     pub async fn create_track(&self, who: &Caller, t: NewTrack) -> Result<MediaRecord> {
+        if matches!(who, Caller::ApiKey(_)) && !who.has_scope("stream:publish") {
+            return Err(DomainError::denied(
+                "uploading needs the stream:publish scope",
+            ));
+        }
         let owner = match (who, t.user_id) {
             (Caller::User(u), 0) => u.user_id,
             (Caller::User(u), id) if id == u.user_id => id,
@@ -319,7 +325,14 @@ fn not_found(id: i64) -> DomainError {
     DomainError::NotFound(format!("media {id} not found"))
 }
 
+/// A stored string of `min..=max` characters, without control characters (descriptions may hold
+/// newlines and tabs).
 fn check_len(field: &'static str, v: &str, min: usize, max: usize) -> Result<()> {
+    if field == "description" {
+        super::validate::body_chars(field, v)?;
+    } else {
+        super::validate::no_control(field, v)?;
+    }
     let n = v.chars().count();
     if n < min || n > max {
         return Err(DomainError::invalid(

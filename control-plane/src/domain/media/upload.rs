@@ -68,10 +68,14 @@ impl Media {
             .media(id)
             .await?
             .ok_or_else(|| not_found(id))?;
-        let is_key = matches!(who, Caller::ApiKey(_));
-        if !is_key && !who.may_act_for(m.owner_id) {
+        // Scope: the owner, an admin, or an API key with stream:publish; on every chunk too, as
+        // each must carry this track's id (`check_chunk`).
+        if !(who.may_act_for(m.owner_id) || who.has_scope("stream:publish")) {
+            if m.is_private {
+                return Err(not_found(id));
+            }
             return Err(DomainError::denied(
-                "only the track's owner may upload to it",
+                "only the track's owner (or an API key with stream:publish) may upload to it",
             ));
         }
         if m.kind != "track" {

@@ -2,6 +2,12 @@
 //! between hyper's HTTP/2 frames. Both directions are followed by a frame [`Scanner`], which
 //! tells where a frame may be inserted, which stream a live request came on, and how much
 //! flow-control window the peer has granted; hyper's own DATA is held to the window they share.
+//!
+//! Hyper never sees the live DATA, so the peer's WINDOW_UPDATEs for it would grow hyper's idea
+//! of the windows without bound, past 2³¹−1 after enough audio (sooner the larger the windows),
+//! and hyper would answer FLOW_CONTROL_ERROR. Those increments are taken out of the frames
+//! before hyper reads them: hyper's windows then never exceed the true ones plus the live bytes
+//! not yet granted back, which a conforming peer keeps within 2³¹−1.
 
 use std::{
     collections::VecDeque,
@@ -29,6 +35,8 @@ use crate::domain::live::{Pushed, prefetch};
 const MAX_AHEAD: usize = 4 << 20;
 /// Most slices in one vectored write.
 const MAX_SLICES: usize = 64;
+/// The largest flow-control window (RFC 9113 §6.9.1).
+const MAX_WINDOW: i64 = (1 << 31) - 1;
 
 /// What a request on this connection carries in its extensions.
 #[derive(Clone)]
@@ -101,6 +109,13 @@ struct State {
     shared_window: bool,
     /// Bytes read (and scanned) ahead while hyper waited for window.
     ahead: VecDeque<u8>,
+    /// The unfinished frame at the end of the last read (not scanned yet, at most 12 bytes): a
+    /// WINDOW_UPDATE goes to hyper only whole, once its increment is rewritten.
+    held: SmallVec<[u8; 16]>,
+    /// Live DATA bytes on the connection not yet taken out of the peer's WINDOW_UPDATEs.
+    debt: i64,
+    /// The same per stream, until the server ends the stream.
+    debts: SmallVec<[(u32, i64); 1]>,
     /// Hyper's task, waiting for window.
     blocked: Option<Waker>,
     /// A stream was reset before hyper answered it: which request is which can no longer be
@@ -303,6 +318,9 @@ impl State {
             partial: None,
             shared_window: false,
             ahead: VecDeque::new(),
+            held: SmallVec::new(),
+            debt: 0,
+            debts: SmallVec::new(),
             blocked: None,
             unanswered_reset: false,
             dead: false,
@@ -415,9 +433,9 @@ impl State {
             }
         };
         self.shared_window = true;
-        self.window -= len as i64;
+        let id = s.id;
+        self.owe(id, len as i64);
         let s = &mut self.live[i];
-        s.window -= len as i64;
         if written < frames::HEAD + len {
             s.queue.push_back(Out {
                 head,
@@ -499,8 +517,10 @@ impl State {
                 }
                 if f.off == 0 {
                     let len = f.body.len() as i64;
-                    self.window -= len;
                     s.window -= len;
+                    self.window -= len;
+                    self.debt += len;
+                    owe_stream(&mut self.debts, s.id, len);
                 }
                 let take = written.min(f.len() - f.off);
                 f.off += take;
@@ -530,8 +550,19 @@ impl State {
             .retain(|s| !(s.closed && (s.queue.is_empty() || Some(s.id) != partial)));
     }
 
+    /// Accounts for `len` live DATA bytes sent on `stream`.
+    fn owe(&mut self, stream: u32, len: i64) {
+        self.window -= len;
+        self.debt += len;
+        if let Some(s) = self.live.iter_mut().find(|s| s.id == stream) {
+            s.window -= len;
+        }
+        owe_stream(&mut self.debts, stream, len);
+    }
+
     fn close(&mut self, stream: u32) {
         self.open.retain(|(id, _)| *id != stream);
+        self.debts.retain(|(id, _)| *id != stream);
         if self.open.capacity() > 16 && self.open.len() < 4 {
             self.open.shrink_to(8);
         }
@@ -558,13 +589,31 @@ impl State {
         self.close(stream);
     }
 
-    /// Follows bytes the client sent.
-    fn received(&mut self, bytes: &[u8], sock: &TcpStream) {
+    /// Follows bytes the client sent, taking the live bytes out of its WINDOW_UPDATEs; returns
+    /// how many of them may go to hyper now (the rest belong to an unfinished frame: `held`).
+    fn received(&mut self, bytes: &mut [u8], sock: &TcpStream) -> usize {
+        if self.inbound.lost() {
+            return bytes.len();
+        }
+        let before = self.inbound.clone();
         let mut events = Vec::new();
         self.inbound.feed(bytes, &mut |e| events.push(e));
+        let mut keep = bytes.len();
+        let tail = self.inbound.unfinished_update();
+        if tail > 0 {
+            keep = keep.saturating_sub(tail);
+            self.inbound = before;
+            events.clear();
+            self.inbound.feed(&bytes[..keep], &mut |e| events.push(e));
+        }
+        let bytes = &mut bytes[..keep];
+        let mut update_at = None;
         let mut more_window = false;
         for e in events {
             match e {
+                Event::Start { head, at } if head.ty == frames::WINDOW_UPDATE => {
+                    update_at = at.filter(|a| head.len == 4 && a + 13 <= bytes.len());
+                }
                 Event::Start { head, .. }
                     if head.ty == frames::HEADERS
                         && head.stream % 2 == 1
@@ -573,17 +622,27 @@ impl State {
                     self.open.push((head.stream, false));
                 }
                 Event::End(head) if head.ty == frames::RST_STREAM => self.reset(head.stream),
-                Event::Window {
-                    stream: 0,
-                    increment,
-                } => {
-                    self.window += i64::from(increment);
-                    more_window = true;
-                }
                 Event::Window { stream, increment } => {
-                    if let Some(s) = self.live.iter_mut().find(|s| s.id == stream) {
-                        s.window += i64::from(increment);
+                    let inc = i64::from(increment);
+                    if stream == 0 {
+                        self.window = self.window.saturating_add(inc).min(MAX_WINDOW);
                         more_window = true;
+                    } else if let Some(s) = self.live.iter_mut().find(|s| s.id == stream) {
+                        s.window = s.window.saturating_add(inc).min(MAX_WINDOW);
+                        more_window = true;
+                    }
+                    if let Some(at) = update_at.take() {
+                        let debt = if stream == 0 {
+                            &mut self.debt
+                        } else {
+                            match self.debts.iter_mut().find(|(id, _)| *id == stream) {
+                                Some((_, d)) => d,
+                                None => continue,
+                            }
+                        };
+                        let taken = (*debt).min(inc);
+                        *debt -= taken;
+                        rewrite_update(&mut bytes[at..at + 13], inc - taken);
                     }
                 }
                 Event::Setting {
@@ -593,7 +652,7 @@ impl State {
                     let delta = i64::from(value) - self.initial;
                     self.initial = i64::from(value);
                     for s in &mut self.live {
-                        s.window += delta;
+                        s.window = s.window.saturating_add(delta).min(MAX_WINDOW);
                     }
                     more_window = true;
                 }
@@ -606,6 +665,32 @@ impl State {
                 Some(w) => w.wake(),
                 None => self.flush(sock),
             }
+        }
+        keep
+    }
+
+    /// One non-blocking read into `ahead` (after the `held` bytes), followed; `None` when the
+    /// socket has nothing, `Some(0)` at the end of the stream.
+    fn read_some(&mut self, sock: &TcpStream) -> io::Result<Option<usize>> {
+        let mut tmp = [0u8; 4096];
+        let h = self.held.len();
+        tmp[..h].copy_from_slice(&self.held);
+        match sock.try_read(&mut tmp[h..]) {
+            Ok(0) => {
+                // The peer is gone: what was held goes as it is.
+                self.ahead.extend(self.held.drain(..));
+                Ok(Some(0))
+            }
+            Ok(n) => {
+                self.held.clear();
+                let all = &mut tmp[..h + n];
+                let keep = self.received(all, sock);
+                self.ahead.extend(&all[..keep]);
+                self.held.extend_from_slice(&all[keep..]);
+                Ok(Some(n))
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(None),
+            Err(e) => Err(e),
         }
     }
 
@@ -686,7 +771,6 @@ impl State {
 
     /// Reads what the client sent while hyper is held (for its WINDOW_UPDATE frames).
     fn read_ahead(&mut self, sock: &TcpStream, cx: &mut Context<'_>) -> io::Result<()> {
-        let mut tmp = [0u8; 4096];
         loop {
             if self.ahead.len() >= MAX_AHEAD {
                 self.die();
@@ -695,18 +779,10 @@ impl State {
             if sock.poll_read_ready(cx)?.is_pending() {
                 return Ok(());
             }
-            match sock.try_read(&mut tmp) {
-                Ok(0) => {
-                    // The peer is gone while hyper waits for its window: nothing will come.
-                    self.die();
-                    return Ok(());
-                }
-                Ok(n) => {
-                    self.ahead.extend(&tmp[..n]);
-                    self.received(&tmp[..n], sock);
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-                Err(e) => return Err(e),
+            if self.read_some(sock)? == Some(0) {
+                // The peer is gone while hyper waits for its window: nothing will come.
+                self.die();
+                return Ok(());
             }
         }
     }
@@ -767,23 +843,32 @@ impl ConnIo {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        {
-            let mut st = self.conn.lock();
-            if !st.ahead.is_empty() {
-                let n = st.ahead.len().min(buf.remaining());
-                let (a, b) = st.ahead.as_slices();
-                let from_a = n.min(a.len());
-                buf.put_slice(&a[..from_a]);
-                buf.put_slice(&b[..n - from_a]);
-                st.ahead.drain(..n);
-                if st.ahead.is_empty() {
-                    st.ahead = VecDeque::new();
-                }
-                return Poll::Ready(Ok(()));
-            }
-        }
         let sock = &self.conn.sock;
         loop {
+            {
+                let mut st = self.conn.lock();
+                if !st.ahead.is_empty() {
+                    let n = st.ahead.len().min(buf.remaining());
+                    let (a, b) = st.ahead.as_slices();
+                    let from_a = n.min(a.len());
+                    buf.put_slice(&a[..from_a]);
+                    buf.put_slice(&b[..n - from_a]);
+                    st.ahead.drain(..n);
+                    if st.ahead.is_empty() {
+                        st.ahead = VecDeque::new();
+                    }
+                    return Poll::Ready(Ok(()));
+                }
+                if !st.held.is_empty() {
+                    // Rare: a frame cut between two reads; the rest comes through `ahead`.
+                    drop(st);
+                    ready!(sock.poll_read_ready(cx))?;
+                    if self.conn.lock().read_some(sock)? == Some(0) && self.ahead_empty() {
+                        return Poll::Ready(Ok(()));
+                    }
+                    continue;
+                }
+            }
             ready!(sock.poll_read_ready(cx))?;
             let filled = buf.filled().len();
             // Read into the uninitialised tail: zeroing it first would touch (and keep resident)
@@ -797,17 +882,28 @@ impl ConnIo {
                     // SAFETY: `recv` wrote the first `n` bytes of the tail.
                     unsafe { buf.assume_init(n) };
                     buf.advance(n);
-                    if self.follow {
-                        self.conn
-                            .lock()
-                            .received(&buf.filled()[filled..filled + n], sock);
+                    if !self.follow || n == 0 {
+                        return Poll::Ready(Ok(()));
                     }
-                    return Poll::Ready(Ok(()));
+                    let mut st = self.conn.lock();
+                    let new = &mut buf.filled_mut()[filled..filled + n];
+                    let keep = st.received(new, sock);
+                    if keep < n {
+                        st.held.extend_from_slice(&new[keep..]);
+                        buf.set_filled(filled + keep);
+                    }
+                    if keep > 0 {
+                        return Poll::Ready(Ok(()));
+                    }
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
                 Err(e) => return Poll::Ready(Err(e)),
             }
         }
+    }
+
+    fn ahead_empty(&self) -> bool {
+        self.conn.lock().ahead.is_empty()
     }
 }
 
@@ -824,6 +920,29 @@ fn write_plain(
             }
             r => return Poll::Ready(r),
         }
+    }
+}
+
+/// Writes `increment` into a whole WINDOW_UPDATE frame, or makes it a frame of an unknown type
+/// (which hyper ignores) when nothing is left: an increment of 0 is a protocol error.
+fn rewrite_update(frame: &mut [u8], increment: i64) {
+    let Ok(inc) = u32::try_from(increment) else {
+        return;
+    };
+    if inc == 0 {
+        frame[3] = frames::UNKNOWN;
+    } else {
+        let reserved = frame[9] & 0x80;
+        frame[9..13].copy_from_slice(&inc.to_be_bytes());
+        frame[9] |= reserved;
+    }
+}
+
+/// Adds `len` to the debt of `stream`.
+fn owe_stream(debts: &mut SmallVec<[(u32, i64); 1]>, stream: u32, len: i64) {
+    match debts.iter_mut().find(|(id, _)| *id == stream) {
+        Some((_, d)) => *d += len,
+        None => debts.push((stream, len)),
     }
 }
 
@@ -987,19 +1106,79 @@ mod tests {
         let conn = io.conn.clone();
         let mut first = PREFACE_AND_SETTINGS.to_vec();
         first.extend(headers(1));
-        conn.lock().received(&first, &conn.sock);
+        conn.lock().received(&mut first, &conn.sock);
         assert_eq!(conn.claim(), Some(1), "the only request");
         assert_eq!(conn.claim(), None, "already claimed");
         let mut two = headers(3);
         two.extend(headers(5));
-        conn.lock().received(&two, &conn.sock);
+        conn.lock().received(&mut two, &conn.sock);
         assert_eq!(conn.claim(), None, "two requests waiting: ambiguous");
-        conn.lock().received(&rst(3), &conn.sock);
+        conn.lock().received(&mut rst(3), &conn.sock);
         assert_eq!(
             conn.claim(),
             None,
             "after a reset of a request not answered yet, elimination can pick the wrong one"
         );
+    }
+
+    fn update(stream: u32, increment: u32) -> Vec<u8> {
+        let mut f = Head::data(4, stream).to_vec();
+        f[3] = frames::WINDOW_UPDATE;
+        f.extend_from_slice(&increment.to_be_bytes());
+        f
+    }
+
+    /// What hyper reads of `bytes` cut into reads of `step` bytes, as `read_followed` hands
+    /// them on (an unfinished frame held back until the next read).
+    fn through(st: &mut State, sock: &TcpStream, bytes: &[u8], step: usize) -> Vec<u8> {
+        let mut out = Vec::new();
+        for piece in bytes.chunks(step) {
+            let mut chunk: Vec<u8> = st.held.drain(..).collect();
+            chunk.extend_from_slice(piece);
+            let keep = st.received(&mut chunk, sock);
+            out.extend_from_slice(&chunk[..keep]);
+            st.held.extend_from_slice(&chunk[keep..]);
+        }
+        out
+    }
+
+    #[tokio::test]
+    async fn live_bytes_are_taken_out_of_the_updates_hyper_reads() {
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("binds");
+        let _client = TcpStream::connect(l.local_addr().expect("addr"))
+            .await
+            .expect("connects");
+        let (sock, _) = l.accept().await.expect("accepts");
+        for step in [1, 2, 5, 9, 12, 13, 100] {
+            let mut st = State::new();
+            let mut bytes = PREFACE_AND_SETTINGS.to_vec();
+            bytes.extend(headers(1));
+            assert_eq!(through(&mut st, &sock, &bytes, step), bytes);
+            st.live.push(stream(1, 65_535));
+            // 1,000 live bytes went out on stream 1.
+            st.owe(1, 1_000);
+            let mut updates = update(0, 600);
+            updates.extend(update(1, 700));
+            updates.extend(update(0, 900));
+            updates.extend(update(3, 50));
+            let seen = through(&mut st, &sock, &updates, step);
+            let mut expect = update(0, 600);
+            expect[3] = frames::UNKNOWN;
+            expect.extend(update(1, 700));
+            expect[13 + 3] = frames::UNKNOWN;
+            expect.extend(update(0, 500));
+            expect.extend(update(3, 50));
+            assert_eq!(seen, expect, "step {step}");
+            assert!(st.held.is_empty());
+            assert_eq!((st.window, st.debt), (65_535 - 1_000 + 1_500, 0));
+            assert_eq!(st.debts.as_slice(), &[(1, 300)]);
+            // A peer pushing past 2³¹−1 cannot widen the shadowed windows beyond it.
+            through(&mut st, &sock, &update(0, 0x7fff_ffff), step);
+            through(&mut st, &sock, &update(1, 0x7fff_ffff), step);
+            assert_eq!((st.window, st.live[0].window), (MAX_WINDOW, MAX_WINDOW));
+        }
     }
 
     const PREFACE_AND_SETTINGS: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\0\0\0\x04\0\0\0\0\0";

@@ -11,6 +11,8 @@ pub const SETTINGS: u8 = 0x4;
 pub const PUSH_PROMISE: u8 = 0x5;
 pub const WINDOW_UPDATE: u8 = 0x8;
 pub const CONTINUATION: u8 = 0x9;
+/// A frame type no HTTP/2 peer knows, which it must ignore (RFC 9113 §5.5).
+pub const UNKNOWN: u8 = 0xf0;
 
 pub const END_STREAM: u8 = 0x1;
 pub const ACK: u8 = 0x1;
@@ -104,6 +106,20 @@ impl Scanner {
     /// Bytes of a frame header seen so far, when one is split across `feed` calls.
     pub fn pending_head(&self) -> usize {
         self.have
+    }
+
+    /// Bytes at the end of what was fed that belong to a frame header not yet complete or to a
+    /// WINDOW_UPDATE frame not yet complete: held back, a frame whose increment may still be
+    /// rewritten is never half delivered.
+    pub fn unfinished_update(&self) -> usize {
+        if self.lost || self.preface > 0 {
+            return 0;
+        }
+        match self.cur {
+            Some(h) if h.ty == WINDOW_UPDATE && h.len == 4 => 9 + (4 - self.left as usize),
+            Some(_) => 0,
+            None => self.have,
+        }
     }
 
     /// Between two frames and outside a header block: another frame may go here.

@@ -48,6 +48,8 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         8,
         include_str!("../migrations/sqlite/0008_media_attempts.sql"),
         include_str!("../migrations/postgres/0008_media_attempts.sql"),
+    ),
+    (
         9,
         include_str!("../migrations/sqlite/0009_room_invitations.sql"),
         include_str!("../migrations/postgres/0009_room_invitations.sql"),

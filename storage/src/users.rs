@@ -81,27 +81,6 @@ impl Db {
             .await?;
         row.as_ref().map(user_from_row).transpose()
     }
-
-    /// Records a failed login and returns the new count.
-    pub async fn record_failed_login(&self, id: i64) -> Result<i64> {
-        let row = sqlx::query(
-            "UPDATE users SET failed_logins = failed_logins + 1, last_failed_at = $1 WHERE id = $2 RETURNING failed_logins",
-        )
-        .bind(now_ms())
-        .bind(id)
-        .fetch_one(&self.pool)
-        .await?;
-        Ok(row.try_get(0)?)
-    }
-
-    /// Clears the failed-login counter after a successful login.
-    pub async fn reset_failed_logins(&self, id: i64) -> Result<()> {
-        sqlx::query("UPDATE users SET failed_logins = 0 WHERE id = $1 AND failed_logins <> 0")
-            .bind(id)
-            .execute(&self.pool)
-            .await?;
-        Ok(())
-    }
 }
 
 fn user_from_row(row: &AnyRow) -> Result<UserRecord> {

@@ -154,8 +154,14 @@ async fn wrong_passwords_are_unauthenticated_then_throttled(b: Backend) {
     assert_eq!(throttled.code(), Code::ResourceExhausted, "{throttled:?}");
     assert!(throttled.message().contains("retry in"));
     // The first wait is 60 s (the end of a wait is shown by the throttle's unit tests).
-    let delay = throttled.get_error_details().retry_info().and_then(|r| r.retry_delay);
-    assert!(delay.is_some_and(|d| d.as_secs() > 50 && d.as_secs() <= 60), "{delay:?}");
+    let delay = throttled
+        .get_error_details()
+        .retry_info()
+        .and_then(|r| r.retry_delay);
+    assert!(
+        delay.is_some_and(|d| d.as_secs() > 50 && d.as_secs() <= 60),
+        "{delay:?}"
+    );
     s.stop().await;
 }
 

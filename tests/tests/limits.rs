@@ -33,7 +33,9 @@ fn login(email: &str, password: &str) -> AuthenticateRequest {
 }
 
 fn retry_delay(s: &Status) -> Option<Duration> {
-    s.get_error_details().retry_info().and_then(|r| r.retry_delay)
+    s.get_error_details()
+        .retry_info()
+        .and_then(|r| r.retry_delay)
 }
 
 /// `n` parallel logins; the codes counted (OK counts as `Code::Ok`), every refusal checked to
@@ -92,7 +94,10 @@ async fn a_burst_of_guesses_is_counted_before_it_is_checked(b: Backend) {
         .unwrap_err();
     assert_eq!(e.code(), Code::ResourceExhausted, "{e:?}");
     let d = retry_delay(&e).expect("RetryInfo");
-    assert!(d <= Duration::from_secs(60) && d > Duration::from_secs(50), "{d:?}");
+    assert!(
+        d <= Duration::from_secs(60) && d > Duration::from_secs(50),
+        "{d:?}"
+    );
     // Another account from the same client is not affected.
     s.register("other@x.io", "another right one").await;
     s.login("other@x.io", "another right one").await;
@@ -172,7 +177,10 @@ async fn each_credential_has_a_request_rate(b: Backend) {
     };
     let results = join_all((0..30).map(|_| info(&alice))).await;
     let ok = results.iter().filter(|r| r.is_ok()).count();
-    assert!((10..=12).contains(&ok), "a burst of 10 (and what refills meanwhile): {ok}");
+    assert!(
+        (10..=12).contains(&ok),
+        "a burst of 10 (and what refills meanwhile): {ok}"
+    );
     let refused = results
         .iter()
         .find_map(|r| r.as_ref().err())
@@ -205,7 +213,10 @@ async fn register_is_limited_per_client_ip(b: Backend) {
     let e = auth.register(reg(3)).await.unwrap_err();
     assert_eq!(e.code(), Code::ResourceExhausted, "{e:?}");
     let d = retry_delay(&e).expect("RetryInfo");
-    assert!(d > Duration::from_secs(600) && d <= Duration::from_secs(1200), "{d:?}");
+    assert!(
+        d > Duration::from_secs(600) && d <= Duration::from_secs(1200),
+        "{d:?}"
+    );
     let grpc: SocketAddr = s.grpc_url.trim_start_matches("http://").parse().unwrap();
     AuthServiceClient::new(channel_from("127.0.0.3", grpc).await)
         .register(reg(4))
@@ -234,20 +245,28 @@ async fn a_user_over_quota_gets_resource_exhausted(b: Backend) {
     let (_, alice) = s.user("alice").await;
     let (_, bob) = s.user("bob").await;
     let mut c = StreamServiceClient::new(s.channel().await);
-    c.upload_audio(bearer(&alice, track("a", 600))).await.unwrap();
+    c.upload_audio(bearer(&alice, track("a", 600)))
+        .await
+        .unwrap();
     let e = c
         .upload_audio(bearer(&alice, track("b", 401)))
         .await
         .unwrap_err();
     assert_eq!(e.code(), Code::ResourceExhausted, "storage: {e:?}");
     assert!(e.message().contains("quota"), "{}", e.message());
-    c.upload_audio(bearer(&alice, track("c", 400))).await.unwrap();
+    c.upload_audio(bearer(&alice, track("c", 400)))
+        .await
+        .unwrap();
     let e = c
         .upload_audio(bearer(&alice, track("d", 1)))
         .await
         .unwrap_err();
     assert_eq!(e.code(), Code::ResourceExhausted, "uploads: {e:?}");
-    assert!(e.message().contains("uploads in progress"), "{}", e.message());
+    assert!(
+        e.message().contains("uploads in progress"),
+        "{}",
+        e.message()
+    );
     // Concurrent creations by one user: exactly the quota passes.
     let calls = (0..12).map(|i| {
         let mut c = c.clone();
@@ -257,11 +276,11 @@ async fn a_user_over_quota_gets_resource_exhausted(b: Backend) {
     let results = join_all(calls).await;
     let ok = results.iter().filter(|r| r.is_ok()).count();
     assert_eq!(ok, 2, "{results:?}");
-    assert!(
-        results
-            .iter()
-            .all(|r| r.as_ref().err().is_none_or(|c| *c == Code::ResourceExhausted))
-    );
+    assert!(results.iter().all(|r| {
+        r.as_ref()
+            .err()
+            .is_none_or(|c| *c == Code::ResourceExhausted)
+    }));
     s.stop().await;
 }
 
@@ -289,11 +308,11 @@ async fn live_streams_on_air_are_limited_per_user(b: Backend) {
     let results = join_all((0..8).map(|_| start(&alice))).await;
     let ok = results.iter().filter(|r| r.is_ok()).count();
     assert_eq!(ok, 1, "{results:?}");
-    assert!(
-        results
-            .iter()
-            .all(|r| r.as_ref().err().is_none_or(|c| *c == Code::ResourceExhausted))
-    );
+    assert!(results.iter().all(|r| {
+        r.as_ref()
+            .err()
+            .is_none_or(|c| *c == Code::ResourceExhausted)
+    }));
     start(&bob).await.expect("bob has his own quota");
     s.stop().await;
 }

@@ -77,6 +77,14 @@ pub async fn verify(password: String, hash: Option<String>) -> anyhow::Result<bo
     .await?
 }
 
+fn hash_blocking(password: &str) -> anyhow::Result<String> {
+    let salt = SaltString::generate(&mut OsRng);
+    Argon2::default()
+        .hash_password(password.as_bytes(), &salt)
+        .map(|h| h.to_string())
+        .map_err(|e| anyhow::anyhow!("argon2: {e}"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -103,12 +111,4 @@ mod tests {
         assert!(busy > 0, "{checked} checked, none refused");
         assert!(checked >= MAX_WAITING, "{checked} checked");
     }
-}
-
-fn hash_blocking(password: &str) -> anyhow::Result<String> {
-    let salt = SaltString::generate(&mut OsRng);
-    Argon2::default()
-        .hash_password(password.as_bytes(), &salt)
-        .map(|h| h.to_string())
-        .map_err(|e| anyhow::anyhow!("argon2: {e}"))
 }

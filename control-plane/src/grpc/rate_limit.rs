@@ -73,10 +73,12 @@ where
 
     fn call(&mut self, req: http::Request<B>) -> Self::Future {
         let refused = match (&self.limiter, req.extensions().get::<Caller>()) {
-            (Some(_), Some(caller)) => {
-                limits::check(&self.limiter, &key(caller), "request rate of this credential")
-                    .err()
-            }
+            (Some(_), Some(caller)) => limits::check(
+                &self.limiter,
+                &key(caller),
+                "request rate of this credential",
+            )
+            .err(),
             _ => None,
         };
         if let Some(e) = refused {

@@ -58,7 +58,7 @@ impl LoginPolicy {
     }
 }
 
-/// Most keys remembered; beyond them (after forgetting the stale ones) new keys are refused.
+/// Most keys remembered; beyond them (after forgetting the stale ones) new keys go uncounted.
 const MAX_KEYS: usize = 262_144;
 
 #[derive(Debug, Clone, Copy)]
@@ -108,7 +108,16 @@ impl LoginThrottle {
             keys.sweep_at = (keys.map.len() * 2).max(1024);
         }
         if keys.map.len() >= MAX_KEYS && !keys.map.contains_key(key) {
-            return Err(p.first_wait);
+            // Full of keys with recent failures (a distributed attack): this key goes
+            // uncounted rather than refusing every new account; the other throttle still holds.
+            tracing::warn!(
+                keys = keys.map.len(),
+                "login throttle full; attempt not counted"
+            );
+            return Ok(LoginAttempt {
+                throttle: self,
+                key: None,
+            });
         }
         let e = keys.map.entry(key.to_string()).or_insert(Entry {
             failures: 0,
@@ -133,12 +142,12 @@ impl LoginThrottle {
         e.in_flight += 1;
         Ok(LoginAttempt {
             throttle: self,
-            key: key.to_string(),
-            ended: false,
+            key: Some(key.to_string()),
         })
     }
 
-    fn end(&self, key: &str, failed: bool) {
+    /// Ends an attempt: `Some(true)` failed, `Some(false)` succeeded, `None` not checked.
+    fn end(&self, key: &str, failed: Option<bool>) {
         let now = Instant::now();
         let p = self.policy;
         let mut keys = self.lock();
@@ -146,14 +155,14 @@ impl LoginThrottle {
             return;
         };
         e.in_flight = e.in_flight.saturating_sub(1);
-        if failed {
+        if failed == Some(true) {
             e.failures = e.failures.saturating_add(1);
             e.last_failure = now;
             let wait = p.wait_after(e.failures);
             if !wait.is_zero() {
                 e.locked_until = Some(now + wait);
             }
-        } else if p.success_resets {
+        } else if failed == Some(false) && p.success_resets {
             e.failures = 0;
             e.locked_until = None;
         }
@@ -167,35 +176,30 @@ impl LoginThrottle {
 /// counts for nothing.
 pub struct LoginAttempt<'a> {
     throttle: &'a LoginThrottle,
-    key: String,
-    ended: bool,
+    /// `None`: not counted (the throttle was full).
+    key: Option<String>,
 }
 
 impl LoginAttempt<'_> {
     /// The password was wrong (or the account unknown).
     pub fn failed(mut self) {
-        self.ended = true;
-        self.throttle.end(&self.key, true);
+        if let Some(key) = self.key.take() {
+            self.throttle.end(&key, Some(true));
+        }
     }
 
     /// The password was right.
     pub fn succeeded(mut self) {
-        self.ended = true;
-        self.throttle.end(&self.key, false);
+        if let Some(key) = self.key.take() {
+            self.throttle.end(&key, Some(false));
+        }
     }
 }
 
 impl Drop for LoginAttempt<'_> {
     fn drop(&mut self) {
-        if !self.ended {
-            let t = self.throttle;
-            let mut keys = t.lock();
-            if let Some(e) = keys.map.get_mut(&self.key) {
-                e.in_flight = e.in_flight.saturating_sub(1);
-                if e.failures == 0 && e.in_flight == 0 {
-                    keys.map.remove(&self.key);
-                }
-            }
+        if let Some(key) = self.key.take() {
+            self.throttle.end(&key, None);
         }
     }
 }

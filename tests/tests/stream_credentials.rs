@@ -44,7 +44,8 @@ async fn revoked_session_ends_chat_and_notification_streams(b: Backend) {
     let Some(s) = TestServer::start(b).await else {
         return;
     };
-    s.register("alice@example.com", "correct horse battery").await;
+    s.register("alice@example.com", "correct horse battery")
+        .await;
     let (token, refresh) = s.login("alice@example.com", "correct horse battery").await;
     let mut chat = ChatServiceClient::new(s.channel().await);
     let room = chat
@@ -96,8 +97,14 @@ async fn revoked_session_ends_chat_and_notification_streams(b: Backend) {
         ))
         .await
         .unwrap();
-    assert_eq!(ending(&mut chat_stream, WITHIN).await.code(), Code::Unauthenticated);
-    assert_eq!(ending(&mut notes, WITHIN).await.code(), Code::Unauthenticated);
+    assert_eq!(
+        ending(&mut chat_stream, WITHIN).await.code(),
+        Code::Unauthenticated
+    );
+    assert_eq!(
+        ending(&mut notes, WITHIN).await.code(),
+        Code::Unauthenticated
+    );
     s.stop().await;
 }
 
@@ -151,7 +158,10 @@ async fn revoked_api_key_ends_its_stream(b: Backend) {
         ))
         .await
         .unwrap();
-    assert_eq!(ending(&mut events, WITHIN).await.code(), Code::Unauthenticated);
+    assert_eq!(
+        ending(&mut events, WITHIN).await.code(),
+        Code::Unauthenticated
+    );
     s.stop().await;
 }
 
@@ -160,7 +170,8 @@ async fn revoked_session_cuts_an_upload(b: Backend) {
     let Some(s) = TestServer::start(b).await else {
         return;
     };
-    s.register("carol@example.com", "correct horse battery").await;
+    s.register("carol@example.com", "correct horse battery")
+        .await;
     let (token, refresh) = s.login("carol@example.com", "correct horse battery").await;
     let mut c = StreamServiceClient::new(s.channel().await);
     let id = c
@@ -312,7 +323,12 @@ async fn revoke_session(s: &TestServer, token: &str, refresh: String) {
 
 async fn direct_listeners(s: &TestServer) -> f64 {
     let url = format!("{}/metrics", s.http_url);
-    let addr = url.trim_start_matches("http://").split('/').next().unwrap().to_string();
+    let addr = url
+        .trim_start_matches("http://")
+        .split('/')
+        .next()
+        .unwrap()
+        .to_string();
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut sock = tokio::net::TcpStream::connect(&addr).await.unwrap();
     let req = format!("GET /metrics HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
@@ -355,11 +371,8 @@ async fn revoked_sessions_end_live_listening_and_publishing(b: Backend) {
     let producer = tokio::spawn({
         let (mut c, dj) = (c.clone(), dj.clone());
         async move {
-            c.upload_audio_chunks(bearer(
-                &dj,
-                tokio_stream::wrappers::ReceiverStream::new(rx),
-            ))
-            .await
+            c.upload_audio_chunks(bearer(&dj, tokio_stream::wrappers::ReceiverStream::new(rx)))
+                .await
         }
     });
     let feeder = tokio::spawn(async move {
@@ -397,7 +410,10 @@ async fn revoked_sessions_end_live_listening_and_publishing(b: Backend) {
     for _ in 0..5 {
         listener.next().await.unwrap().unwrap();
     }
-    assert!(direct_listeners(&s).await > before, "served on the direct path");
+    assert!(
+        direct_listeners(&s).await > before,
+        "served on the direct path"
+    );
     revoke_session(&s, &fan, fan_refresh).await;
     let e = ending(&mut listener, WITHIN).await;
     assert_eq!(e.code(), Code::Unauthenticated, "{e:?}");

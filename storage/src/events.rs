@@ -153,7 +153,8 @@ impl Db {
     /// Other errors (the database is down) are returned as they are.
     pub async fn insert_events_isolating(&self, events: &[EventRecord]) -> Result<Vec<i64>> {
         let mut refused = Vec::new();
-        let mut todo = vec![0..events.len()];
+        let mut todo = Vec::new();
+        todo.push(0..events.len());
         while let Some(range) = todo.pop() {
             let part = &events[range.clone()];
             match self.insert_events(part).await {

@@ -113,12 +113,11 @@ impl Db {
 
     /// Whether `user_id` holds an invitation to `room_id`.
     pub async fn is_invited(&self, room_id: i64, user_id: i64) -> Result<bool> {
-        let row =
-            sqlx::query("SELECT 1 FROM room_invitations WHERE room_id = $1 AND user_id = $2")
-                .bind(room_id)
-                .bind(user_id)
-                .fetch_optional(&self.pool)
-                .await?;
+        let row = sqlx::query("SELECT 1 FROM room_invitations WHERE room_id = $1 AND user_id = $2")
+            .bind(room_id)
+            .bind(user_id)
+            .fetch_optional(&self.pool)
+            .await?;
         Ok(row.is_some())
     }
 

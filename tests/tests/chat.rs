@@ -89,7 +89,9 @@ async fn rooms_and_membership(b: Backend) {
         private.member_count, 1,
         "an invited user is not a member before accepting"
     );
-    let e = send(&mut c, &bt, private.room_id, "not yet").await.unwrap_err();
+    let e = send(&mut c, &bt, private.room_id, "not yet")
+        .await
+        .unwrap_err();
     assert_eq!(e.code(), Code::NotFound, "{e:?}");
     let joined = c
         .join_room(bearer(

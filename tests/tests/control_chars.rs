@@ -12,7 +12,9 @@ use veza_proto::{
     },
     auth::{AuthenticateRequest, CreateApiKeyRequest, RegisterRequest},
     chat::{CreateRoomRequest, SendMessageRequest, chat_service_client::ChatServiceClient},
-    notification::{SendNotificationRequest, notification_service_client::NotificationServiceClient},
+    notification::{
+        SendNotificationRequest, notification_service_client::NotificationServiceClient,
+    },
     stream::{UploadAudioRequest, stream_service_client::StreamServiceClient},
 };
 use veza_storage::{BucketQuery, EventRecord, NewMessage, NewRoom};
@@ -73,7 +75,9 @@ async fn nul_in_one_message_fails_only_that_call(b: Backend) {
             .await;
         invalid(bad, "content");
         for send in sends {
-            send.await.unwrap().expect("the other user's message is stored");
+            send.await
+                .unwrap()
+                .expect("the other user's message is stored");
         }
     }
     // Newlines and tabs are fine in message bodies.
@@ -103,7 +107,10 @@ async fn control_characters_are_refused_everywhere(b: Backend) {
     };
     invalid(chat.create_room(bad_room("a\0b", "")).await, "name");
     invalid(chat.create_room(bad_room("a\u{1b}[2J", "")).await, "name");
-    invalid(chat.create_room(bad_room("ok", "d\u{7}")).await, "description");
+    invalid(
+        chat.create_room(bad_room("ok", "d\u{7}")).await,
+        "description",
+    );
     let r = room(&mut chat, &alice_t).await;
     invalid(
         chat.send_message(bearer(&alice_t, message(r, "bell \u{7}")))
@@ -157,10 +164,22 @@ async fn control_characters_are_refused_everywhere(b: Backend) {
             },
         )
     };
-    invalid(notes.send_notification(note("t\0", "b", ("k", "v"))).await, "title");
-    invalid(notes.send_notification(note("t", "b\0", ("k", "v"))).await, "body");
-    invalid(notes.send_notification(note("t", "b", ("k\0", "v"))).await, "data");
-    invalid(notes.send_notification(note("t", "b", ("k", "v\0"))).await, "data");
+    invalid(
+        notes.send_notification(note("t\0", "b", ("k", "v"))).await,
+        "title",
+    );
+    invalid(
+        notes.send_notification(note("t", "b\0", ("k", "v"))).await,
+        "body",
+    );
+    invalid(
+        notes.send_notification(note("t", "b", ("k\0", "v"))).await,
+        "data",
+    );
+    invalid(
+        notes.send_notification(note("t", "b", ("k", "v\0"))).await,
+        "data",
+    );
 
     let mut an = AnalyticsServiceClient::new(s.channel().await);
     let ev = |props: (&str, &str), source: &str| {
@@ -288,7 +307,12 @@ async fn stored(db: &veza_storage::Db, ts: i64) -> i64 {
         interval_ms: 10_000,
         group_by: None,
     };
-    db.event_buckets(&q).await.unwrap().iter().map(|r| r.count).sum()
+    db.event_buckets(&q)
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.count)
+        .sum()
 }
 
 /// The analytics batch writer, fed bad rows directly (past validation): a duplicate id on both

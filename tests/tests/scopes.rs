@@ -62,7 +62,10 @@ async fn uploads_need_stream_publish(b: Backend) {
     let mut c = stream_client(&s).await;
     for scopes in [&["analytics:read"][..], &["analytics:write", "chat:write"]] {
         let k = key(&s, &admin, scopes).await;
-        let e = c.upload_audio(api_key(&k, track(alice, false))).await.unwrap_err();
+        let e = c
+            .upload_audio(api_key(&k, track(alice, false)))
+            .await
+            .unwrap_err();
         assert_eq!(e.code(), Code::PermissionDenied, "{scopes:?}: {e:?}");
         // Nor may it append to a user's track being uploaded.
         let id = c

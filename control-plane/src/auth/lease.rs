@@ -29,6 +29,10 @@ pub enum Role {
     Response = 2,
 }
 
+/// How long a stream runs on after its credentials were revoked, so that the events published
+/// with the revocation are delivered first.
+const REVOKED_GRACE: Duration = Duration::from_millis(500);
+
 const VALID: u8 = 0;
 const EXPIRED: u8 = 1;
 const REVOKED: u8 = 2;
@@ -97,6 +101,11 @@ async fn watch(lease: Weak<Lease>, auth: Arc<Authenticator>, caller: Caller) {
     };
     loop {
         if let Err(why) = auth.still_valid(&caller) {
+            if !matches!(why, AuthFailure::Expired) {
+                // What was published with the revocation (a session's own `revoked` event)
+                // still reaches the stream before it ends.
+                tokio::time::sleep(REVOKED_GRACE).await;
+            }
             if let Some(lease) = lease.upgrade() {
                 lease.end(&why);
             }

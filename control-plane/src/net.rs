@@ -543,3 +543,55 @@ impl AsyncWrite for Watched {
         Poll::Ready(Ok(()))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn caps_per_address_and_in_total_give_places_back() {
+        let metrics = Metrics::new();
+        let limits = ConnLimits::new(2, 3, &metrics);
+        let (a, b): (IpAddr, IpAddr) = ("127.0.0.2".parse().unwrap(), "::1".parse().unwrap());
+        let a1 = limits.admit(a, "grpc").expect("first");
+        let a2 = limits.admit(a, "http").expect("second, other port");
+        assert!(limits.admit(a, "grpc").is_none(), "third from one address");
+        let b1 = limits.admit(b, "grpc").expect("another address");
+        assert!(limits.admit(b, "grpc").is_none(), "over the total");
+        drop(a1);
+        let b2 = limits.admit(b, "http").expect("a place was given back");
+        let text = metrics.render();
+        assert!(
+            text.contains(r#"veza_connections_refused_total{port="grpc",reason="per_ip"} 1"#),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#"veza_connections_refused_total{port="grpc",reason="total"} 1"#),
+            "{text}"
+        );
+        assert!(text.contains("veza_connections_open 3"), "{text}");
+        drop((a2, b1, b2));
+        let counts = limits.counts.lock().unwrap();
+        assert_eq!((counts.total, counts.by_ip.len()), (0, 0));
+    }
+
+    #[test]
+    fn zero_means_no_cap() {
+        let metrics = Metrics::new();
+        let limits = ConnLimits::new(0, 0, &metrics);
+        let ip: IpAddr = "127.0.0.1".parse().unwrap();
+        let slots: Vec<Slot> = (0..5_000)
+            .filter_map(|_| limits.admit(ip, "http"))
+            .collect();
+        assert_eq!(slots.len(), 5_000);
+    }
+
+    #[test]
+    fn only_unary_methods_get_the_default_deadline() {
+        assert!(UNARY.contains("/veza.auth.AuthService/Register"));
+        assert!(UNARY.contains("/grpc.health.v1.Health/Check"));
+        assert!(!UNARY.contains("/veza.stream.StreamService/UploadAudioChunks"));
+        assert!(!UNARY.contains("/veza.stream.StreamService/StreamAudio"));
+        assert!(!UNARY.contains("/grpc.health.v1.Health/Watch"));
+    }
+}

@@ -356,3 +356,47 @@ async fn connections_per_address_are_capped() {
     );
     s.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keepalive_closes_a_peer_that_stops_answering() {
+    let Some(s) = TestServer::start_with(Backend::Sqlite, |c| {
+        c.keepalive_interval = Some(Duration::from_secs(1));
+        c.keepalive_timeout = Duration::from_secs(1);
+    })
+    .await
+    else {
+        return;
+    };
+    assert_eq!(
+        s.config.idle_timeout,
+        Duration::from_secs(60),
+        "not the idle timeout"
+    );
+    let mut dead = TcpStream::connect(addr(&s.grpc_url))
+        .await
+        .expect("connects");
+    dead.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\0\0\0\x04\0\0\0\0\0")
+        .await
+        .expect("preface");
+    // The peer reads (so the server's writes go through) but never answers a PING.
+    let mut pinged = false;
+    let mut head = [0u8; 9];
+    let ended = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            if dead.read_exact(&mut head).await.is_err() {
+                return;
+            }
+            let len = u32::from_be_bytes([0, head[0], head[1], head[2]]) as usize;
+            pinged |= head[3] == 0x6 && head[4] & 1 == 0;
+            let mut payload = vec![0u8; len];
+            if dead.read_exact(&mut payload).await.is_err() {
+                return;
+            }
+        }
+    })
+    .await;
+    assert!(ended.is_ok(), "a peer not answering pings is closed");
+    assert!(pinged, "the server pinged it first");
+    health_check(&s).await.expect("others are served");
+    s.stop().await;
+}

@@ -400,3 +400,26 @@ async fn keepalive_closes_a_peer_that_stops_answering() {
     health_check(&s).await.expect("others are served");
     s.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keep_alive_waits_for_the_next_request_at_most_the_header_timeout() {
+    let Some(s) = TestServer::start_with(Backend::Sqlite, |c| {
+        c.header_timeout = Duration::from_secs(2);
+    })
+    .await
+    else {
+        return;
+    };
+    assert_eq!(s.config.idle_timeout, Duration::from_secs(60));
+    let mut h1 = TcpStream::connect(addr(&s.http_url))
+        .await
+        .expect("connects");
+    h1.write_all(b"GET /healthz HTTP/1.1\r\nHost: veza\r\n\r\n")
+        .await
+        .expect("request");
+    let mut buf = [0u8; 512];
+    let n = h1.read(&mut buf).await.expect("answer");
+    assert!(buf[..n].starts_with(b"HTTP/1.1 200"));
+    assert!(closed_within(h1, Duration::from_secs(10)).await);
+    s.stop().await;
+}

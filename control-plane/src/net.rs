@@ -153,16 +153,13 @@ impl Drop for Slot {
     }
 }
 
-/// The client IP of a gRPC request, from the connection it came on.
-fn client_ip<B>(req: &http::Request<B>) -> Option<IpAddr> {
+/// What the gRPC port knows of the connection a request came on.
+fn conn_info<B>(req: &http::Request<B>) -> Option<&ConnInfo> {
     let ext = req.extensions();
-    ext.get::<ConnInfo>()
-        .or_else(|| {
-            ext.get::<tonic::transport::server::TlsConnectInfo<ConnInfo>>()
-                .map(|t| t.get_ref())
-        })
-        .and_then(|c| c.tcp.remote_addr)
-        .map(|a| a.ip())
+    ext.get::<ConnInfo>().or_else(|| {
+        ext.get::<tonic::transport::server::TlsConnectInfo<ConnInfo>>()
+            .map(|t| t.get_ref())
+    })
 }
 
 /// The streams anyone may open without credentials.
@@ -173,7 +170,8 @@ const PUBLIC_STREAMS: [&str; 3] = [
 ];
 
 /// Caps the unauthenticated streams (health `Watch`, reflection) open per client IP; the excess
-/// is refused with `RESOURCE_EXHAUSTED`.
+/// is refused with `RESOURCE_EXHAUSTED`. Also marks each connection as having made a request
+/// (which ends the preface deadline of a TLS connection).
 #[derive(Clone)]
 pub struct PublicStreamsLayer {
     counts: Arc<PublicCounts>,
@@ -261,10 +259,15 @@ where
     }
 
     fn call(&mut self, req: http::Request<Body>) -> Self::Future {
+        let info = conn_info(&req);
+        if let Some(c) = info {
+            c.requested
+                .store(true, std::sync::atomic::Ordering::Relaxed);
+        }
         if !PUBLIC_STREAMS.contains(&req.uri().path()) {
             return Box::pin(self.inner.call(req));
         }
-        let permit = match client_ip(&req) {
+        let permit = match info.and_then(|c| c.tcp.remote_addr).map(|a| a.ip()) {
             Some(ip) => match self.counts.acquire(ip) {
                 Some(p) => Some(p),
                 None => {

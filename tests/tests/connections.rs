@@ -423,3 +423,70 @@ async fn keep_alive_waits_for_the_next_request_at_most_the_header_timeout() {
     assert!(closed_within(h1, Duration::from_secs(10)).await);
     s.stop().await;
 }
+
+/// Over TLS: a connection that never finishes its handshake is closed within the header timeout,
+/// one that finishes it but never makes a request within the idle timeout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_connections_that_never_start_are_closed() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+    let made = std::process::Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+        ])
+        .args(["-nodes", "-days", "1", "-subj", "/CN=localhost"])
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .output();
+    if !made.is_ok_and(|o| o.status.success()) {
+        eprintln!("SKIPPED: openssl unavailable to make a test certificate");
+        return;
+    }
+    let Some(s) = TestServer::start_with(Backend::Sqlite, |c| {
+        c.tls = Some((cert.clone(), key.clone()));
+        c.header_timeout = Duration::from_secs(2);
+        c.idle_timeout = Duration::from_secs(3);
+    })
+    .await
+    else {
+        return;
+    };
+    let grpc = addr(&s.grpc_url);
+    let mut half_hello = connect_from_other(grpc).await;
+    half_hello
+        .write_all(&[0x16, 0x03, 0x01, 0x01, 0x00, 0x01])
+        .await
+        .expect("writes");
+    // A full handshake (openssl s_client), then half the preface and nothing more.
+    let mut client = tokio::process::Command::new("openssl")
+        .args(["s_client", "-quiet", "-connect"])
+        .arg(grpc.to_string())
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("openssl s_client");
+    let mut stdin = client.stdin.take().expect("stdin");
+    stdin
+        .write_all(b"PRI * HTTP/2.0\r\n")
+        .await
+        .expect("writes");
+    let (hello_closed, exited) = tokio::join!(
+        closed_within(half_hello, Duration::from_secs(10)),
+        tokio::time::timeout(Duration::from_secs(15), client.wait())
+    );
+    assert!(hello_closed, "an unfinished handshake is closed");
+    assert!(
+        exited.is_ok(),
+        "a TLS connection without a request is closed"
+    );
+    drop(stdin);
+    s.stop().await;
+}

@@ -14,7 +14,10 @@ use std::{
     io::{self, IoSlice},
     net::Shutdown,
     pin::Pin,
-    sync::{Arc, Mutex, MutexGuard},
+    sync::{
+        Arc, Mutex, MutexGuard,
+        atomic::{AtomicBool, Ordering},
+    },
     task::{Context, Poll, Waker, ready},
     time::{Duration, Instant},
 };
@@ -49,6 +52,9 @@ pub struct ConnInfo {
     pub tcp: TcpConnectInfo,
     /// The connection, when it can be written to directly (plain TCP, not TLS).
     pub conn: Option<Arc<Conn>>,
+    /// Set by the first request (see `net::PublicStreamsLayer`): the only sign of a complete
+    /// preface on a connection whose bytes are not followed (TLS).
+    pub requested: Arc<AtomicBool>,
 }
 
 /// One accepted connection, shared by hyper (through [`ConnIo`]) and the live writers.
@@ -62,6 +68,7 @@ pub struct ConnIo {
     conn: Arc<Conn>,
     info: TcpConnectInfo,
     follow: bool,
+    requested: Arc<AtomicBool>,
     limits: Option<Limits>,
 }
 
@@ -92,18 +99,20 @@ impl ConnIo {
             conn,
             info,
             follow,
+            requested: Arc::new(AtomicBool::new(false)),
             limits: None,
         }
     }
 
-    /// Holds `slot` for the connection's life; a followed connection is closed when it has not
-    /// sent its preface or first request head within `header`, or (HTTP/2) has had no stream
-    /// open for `idle`.
+    /// Holds `slot` for the connection's life; the connection is closed when it has not sent
+    /// its preface or first request head within `header`, or (plain HTTP/2) has had no stream
+    /// open for `idle`. Over TLS, whose bytes are not followed, the handshake has its own
+    /// timeout and the first request must come within `idle`.
     pub fn limited(mut self, slot: Slot, header: Duration, idle: Duration) -> ConnIo {
-        let follow = self.follow;
+        let first = if self.follow { header } else { idle };
         self.limits = Some(Limits {
             _slot: slot,
-            header: follow.then(|| Box::pin(tokio::time::sleep(header))),
+            header: Some(Box::pin(tokio::time::sleep(first))),
             head_end: 0,
             idle,
             idle_timer: None,
@@ -113,7 +122,12 @@ impl ConnIo {
 
     /// Notes what was read while the head or preface is awaited.
     fn saw(&mut self, bytes: &[u8]) {
-        let Some(l) = self.limits.as_mut().filter(|l| l.header.is_some()) else {
+        let follow = self.follow;
+        let Some(l) = self
+            .limits
+            .as_mut()
+            .filter(|l| follow && l.header.is_some())
+        else {
             return;
         };
         for &b in bytes {
@@ -138,6 +152,10 @@ impl ConnIo {
             return Ok(());
         };
         if let Some(t) = l.header.as_mut() {
+            if !self.follow && self.requested.load(Ordering::Relaxed) {
+                l.header = None;
+                return Ok(());
+            }
             if t.as_mut().poll(cx).is_ready() {
                 return Err(io::Error::new(
                     io::ErrorKind::TimedOut,
@@ -179,6 +197,7 @@ impl Connected for ConnIo {
         ConnInfo {
             tcp: self.info.clone(),
             conn: self.follow.then(|| self.conn.clone()),
+            requested: self.requested.clone(),
         }
     }
 }

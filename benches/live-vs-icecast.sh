@@ -6,7 +6,8 @@
 # With RUNS, each N is measured R times, Veza and Icecast alternating (runs at a few % of a core
 # scatter by ±20 %: compare medians).
 # Needs: cargo build --release -p veza-control-plane -p veza-benches; icecast2 and ffmpeg
-# (Debian packages). Veza runs `veza serve --demo` on a temp dir with --live-chunk-ms CHUNK_MS;
+# (Debian packages). Veza runs `veza serve --demo` on a temp dir with --live-chunk-ms CHUNK_MS
+# and no connection caps (every listener connects from 127.0.0.1);
 # Icecast gets a 128 kbps CBR Ogg Opus stream from `ffmpeg -re` with pages of CHUNK_MS.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -22,6 +23,7 @@ for run in $(seq "${RUNS:-1}"); do
   # Veza
   VEZA_DATA_DIR=$work/veza-$n VEZA_GRPC_ADDR=127.0.0.1:19090 VEZA_HTTP_ADDR=127.0.0.1:18080 \
     VEZA_LIVE_CHUNK_MS=$chunk_ms VEZA_LIVE_BITRATE=128 RUST_LOG=warn \
+    VEZA_MAX_CONNECTIONS_PER_IP=0 VEZA_MAX_CONNECTIONS=0 \
     $bin/veza serve --demo >"$work/veza-$n.log" 2>&1 &
   vpid=$!
   for _ in $(seq 100); do (echo >/dev/tcp/127.0.0.1/19090) 2>/dev/null && break; sleep 0.1; done

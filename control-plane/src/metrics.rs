@@ -213,6 +213,19 @@ impl Metrics {
         }
     }
 
+    /// Registers a metric of another module under the `veza_` prefix.
+    pub fn register_veza(
+        &self,
+        name: &str,
+        help: &str,
+        metric: impl prometheus_client::registry::Metric,
+    ) {
+        let mut registry = self.registry.lock().unwrap_or_else(|p| p.into_inner());
+        registry
+            .sub_registry_with_prefix("veza")
+            .register(name, help, metric);
+    }
+
     /// The OpenMetrics text exposition (ends with `# EOF`).
     pub fn render_openmetrics(&self) -> String {
         self.resident.set(resident_bytes() as f64);

@@ -38,6 +38,7 @@ use crate::{
     },
     http::{HttpState, router},
     metrics::Metrics,
+    net::{self, ConnLimits, PublicStreamsLayer, UnaryDeadlineLayer},
     shutdown::{self, ShutdownTrigger},
     telemetry::SpanLayer,
 };
@@ -151,13 +152,23 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
     set_health(&health, ServingStatus::Serving).await;
 
     let tls = match &config.tls {
-        Some((cert, key)) => Some(ServerTlsConfig::new().identity(Identity::from_pem(
-            std::fs::read(cert).with_context(|| format!("reading {}", cert.display()))?,
-            std::fs::read(key).with_context(|| format!("reading {}", key.display()))?,
-        ))),
+        Some((cert, key)) => Some(
+            ServerTlsConfig::new()
+                .identity(Identity::from_pem(
+                    std::fs::read(cert).with_context(|| format!("reading {}", cert.display()))?,
+                    std::fs::read(key).with_context(|| format!("reading {}", key.display()))?,
+                ))
+                .timeout(config.header_timeout),
+        ),
         None => None,
     };
-    let mut builder = Server::builder().accept_http1(true);
+    // Transport limits (SPEC §13): streams per connection, keepalive pings that close dead
+    // peers; the deadlines and connection caps are in `net` and `grpc::direct::ConnIo`.
+    let mut builder = Server::builder()
+        .accept_http1(true)
+        .max_concurrent_streams(config.max_concurrent_streams)
+        .http2_keepalive_interval(config.keepalive_interval)
+        .http2_keepalive_timeout(Some(config.keepalive_timeout));
     if let Some(tls) = tls {
         builder = builder.tls_config(tls)?;
     }
@@ -172,6 +183,8 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
         .layer(SpanLayer)
         .layer(crate::grpc::catch_panic::CatchPanicLayer)
         .layer(MetricsLayer::new(parts.metrics.clone()))
+        .layer(UnaryDeadlineLayer::new(config.unary_timeout))
+        .layer(PublicStreamsLayer::new(config.max_public_streams))
         .layer(AuthLayer::new(parts.auth.clone()))
         .layer(RateLimitLayer::new(LocalLimiter::per_second(
             config.rate_limit_rps,
@@ -214,11 +227,26 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
         ));
 
     let follow = config.tls.is_none();
-    let incoming = TcpListenerStream::new(grpc).map(move |s| {
-        s.map(|s| {
+    let limits = ConnLimits::new(
+        config.max_connections_per_ip,
+        config.max_connections,
+        &parts.metrics,
+    );
+    let (header_timeout, idle_timeout) = (config.header_timeout, config.idle_timeout);
+    let grpc_limits = limits.clone();
+    let incoming = TcpListenerStream::new(grpc).filter_map(move |s| match s {
+        Ok(s) => {
+            let ip = s.peer_addr().ok()?.ip();
+            // Over a cap: the socket is dropped (closed) here.
+            let slot = grpc_limits.admit(ip, "grpc")?;
             let _ = s.set_nodelay(true);
-            ConnIo::new(s, follow)
-        })
+            Some(Ok(ConnIo::new(s, follow).limited(
+                slot,
+                header_timeout,
+                idle_timeout,
+            )))
+        }
+        Err(e) => Some(Err(e)),
     });
     let mut sd = shutdown.clone();
     let grpc_task = tokio::spawn(async move {
@@ -233,13 +261,14 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
         metrics: parts.metrics.clone(),
         media,
     };
-    let mut sd = shutdown.clone();
-    let http_task = tokio::spawn(async move {
-        axum::serve(http, router(state))
-            .with_graceful_shutdown(async move { sd.wait().await })
-            .await?;
-        Ok(())
-    });
+    let http_task = tokio::spawn(net::serve_http(
+        http,
+        router(state),
+        limits,
+        header_timeout,
+        idle_timeout,
+        shutdown.clone(),
+    ));
     tracing::info!(%grpc_addr, %http_addr, database = ?parts.db.backend(), bus = if matches!(parts.bus, Bus::Nats(_)) { "nats" } else { "in-process" }, "veza serving");
     Ok(RunningServer {
         grpc_addr,

@@ -34,6 +34,9 @@ fn main() -> anyhow::Result<()> {
         .build()?;
     let dir = tempfile::tempdir()?;
     let mut config = Config::for_tests(dir.path().to_path_buf());
+    // Every client connects from 127.0.0.1: no per-address or total connection cap.
+    config.max_connections_per_ip = 0;
+    config.max_connections = 0;
     config.nats_url = nats;
     let server = server_rt.block_on(veza_control_plane::start(config))?;
     let url = format!("http://{}", server.grpc_addr);

@@ -103,6 +103,9 @@ async fn main() -> anyhow::Result<()> {
     let a = args()?;
     let dir = tempfile::tempdir()?;
     let mut config = Config::for_tests(dir.path().to_path_buf());
+    // Every client connects from 127.0.0.1: no per-address or total connection cap.
+    config.max_connections_per_ip = 0;
+    config.max_connections = 0;
     if let Some(url) = &a.database_url {
         config.database_url = url.clone();
     }

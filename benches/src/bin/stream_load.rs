@@ -31,7 +31,10 @@ fn main() -> anyhow::Result<()> {
         .enable_all()
         .build()?;
     let dir = tempfile::tempdir()?;
-    let config = Config::for_tests(dir.path().to_path_buf());
+    let mut config = Config::for_tests(dir.path().to_path_buf());
+    // Every client connects from 127.0.0.1: no per-address or total connection cap.
+    config.max_connections_per_ip = 0;
+    config.max_connections = 0;
     let server = server_rt.block_on(veza_control_plane::start(config))?;
     let url = format!("http://{}", server.grpc_addr);
     let db = server.db.clone();

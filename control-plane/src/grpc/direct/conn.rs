@@ -14,8 +14,12 @@ use std::{
     io::{self, IoSlice},
     net::Shutdown,
     pin::Pin,
-    sync::{Arc, Mutex, MutexGuard},
+    sync::{
+        Arc, Mutex, MutexGuard,
+        atomic::{AtomicBool, Ordering},
+    },
     task::{Context, Poll, Waker, ready},
+    time::{Duration, Instant},
 };
 
 use bytes::Bytes;
@@ -23,11 +27,15 @@ use smallvec::SmallVec;
 use tokio::{
     io::{AsyncRead, AsyncWrite, Interest, ReadBuf},
     net::TcpStream,
+    time::Sleep,
 };
 use tonic::transport::server::{Connected, TcpConnectInfo};
 
 use super::frames::{self, Event, Head, Scanner};
-use crate::domain::live::{Pushed, prefetch};
+use crate::{
+    domain::live::{Pushed, prefetch},
+    net::Slot,
+};
 
 /// Largest read-ahead kept while hyper waits for window: above what a client may send before
 /// the server's receive windows (hyper's default: 1 MiB per connection) stop it. A client that
@@ -44,6 +52,9 @@ pub struct ConnInfo {
     pub tcp: TcpConnectInfo,
     /// The connection, when it can be written to directly (plain TCP, not TLS).
     pub conn: Option<Arc<Conn>>,
+    /// Set by the first request (see `net::PublicStreamsLayer`): the only sign of a complete
+    /// preface on a connection whose bytes are not followed (TLS).
+    pub requested: Arc<AtomicBool>,
 }
 
 /// One accepted connection, shared by hyper (through [`ConnIo`]) and the live writers.
@@ -57,6 +68,20 @@ pub struct ConnIo {
     conn: Arc<Conn>,
     info: TcpConnectInfo,
     follow: bool,
+    requested: Arc<AtomicBool>,
+    limits: Option<Limits>,
+}
+
+/// A followed connection's place under the caps and its deadlines.
+struct Limits {
+    _slot: Slot,
+    /// Until the HTTP/2 preface or an HTTP/1 request head is in.
+    header: Option<Pin<Box<Sleep>>>,
+    /// Bytes of the `\r\n\r\n` ending an HTTP/1 head matched so far.
+    head_end: u8,
+    /// How long an HTTP/2 connection may stay without a stream open.
+    idle: Duration,
+    idle_timer: Option<Pin<Box<Sleep>>>,
 }
 
 impl ConnIo {
@@ -70,7 +95,98 @@ impl ConnIo {
             sock,
             st: Mutex::new(State::new()),
         });
-        ConnIo { conn, info, follow }
+        ConnIo {
+            conn,
+            info,
+            follow,
+            requested: Arc::new(AtomicBool::new(false)),
+            limits: None,
+        }
+    }
+
+    /// Holds `slot` for the connection's life; the connection is closed when it has not sent
+    /// its preface or first request head within `header`, or (plain HTTP/2) has had no stream
+    /// open for `idle`. Over TLS, whose bytes are not followed, the handshake has its own
+    /// timeout and the first request must come within `idle`.
+    pub fn limited(mut self, slot: Slot, header: Duration, idle: Duration) -> ConnIo {
+        let first = if self.follow { header } else { idle };
+        self.limits = Some(Limits {
+            _slot: slot,
+            header: Some(Box::pin(tokio::time::sleep(first))),
+            head_end: 0,
+            idle,
+            idle_timer: None,
+        });
+        self
+    }
+
+    /// Notes what was read while the head or preface is awaited.
+    fn saw(&mut self, bytes: &[u8]) {
+        let follow = self.follow;
+        let Some(l) = self
+            .limits
+            .as_mut()
+            .filter(|l| follow && l.header.is_some())
+        else {
+            return;
+        };
+        for &b in bytes {
+            l.head_end = match (l.head_end, b) {
+                (0 | 2, b'\r') => l.head_end + 1,
+                (1 | 3, b'\n') => l.head_end + 1,
+                (4, _) => 4,
+                (_, b'\r') => 1,
+                _ => 0,
+            };
+        }
+        let started = l.head_end == 4 || self.conn.lock().inbound.preface_done();
+        if started {
+            l.header = None;
+            l.idle_timer = Some(Box::pin(tokio::time::sleep(l.idle)));
+        }
+    }
+
+    /// `Err` once a deadline has passed; otherwise the timers are armed.
+    fn deadlines(&mut self, cx: &mut Context<'_>) -> io::Result<()> {
+        let Some(l) = self.limits.as_mut() else {
+            return Ok(());
+        };
+        if let Some(t) = l.header.as_mut() {
+            if !self.follow && self.requested.load(Ordering::Relaxed) {
+                l.header = None;
+                return Ok(());
+            }
+            if t.as_mut().poll(cx).is_ready() {
+                return Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    "no HTTP/2 preface or request head in time",
+                ));
+            }
+            return Ok(());
+        }
+        let Some(t) = l.idle_timer.as_mut() else {
+            return Ok(());
+        };
+        while t.as_mut().poll(cx).is_ready() {
+            let (http1, since) = {
+                let st = self.conn.lock();
+                (st.inbound.lost(), st.idle_since)
+            };
+            if http1 {
+                // hyper's own header timeout ends idle HTTP/1 connections.
+                l.idle_timer = None;
+                return Ok(());
+            }
+            let next = match since {
+                Some(t0) if t0.elapsed() >= l.idle => {
+                    return Err(io::Error::new(io::ErrorKind::TimedOut, "idle connection"));
+                }
+                Some(t0) => t0 + l.idle,
+                None => Instant::now() + l.idle,
+            };
+            t.as_mut().reset(tokio::time::Instant::from_std(next));
+        }
+        Ok(())
     }
 }
 
@@ -81,6 +197,7 @@ impl Connected for ConnIo {
         ConnInfo {
             tcp: self.info.clone(),
             conn: self.follow.then(|| self.conn.clone()),
+            requested: self.requested.clone(),
         }
     }
 }
@@ -121,6 +238,8 @@ struct State {
     /// A stream was reset before hyper answered it: which request is which can no longer be
     /// told by elimination, so nothing more is claimed here.
     unanswered_reset: bool,
+    /// Since when no stream has been open (`None`: some are).
+    idle_since: Option<Instant>,
     dead: bool,
 }
 
@@ -323,6 +442,7 @@ impl State {
             debts: SmallVec::new(),
             blocked: None,
             unanswered_reset: false,
+            idle_since: Some(Instant::now()),
             dead: false,
         }
     }
@@ -563,6 +683,9 @@ impl State {
     fn close(&mut self, stream: u32) {
         self.open.retain(|(id, _)| *id != stream);
         self.debts.retain(|(id, _)| *id != stream);
+        if self.open.is_empty() && self.idle_since.is_none() {
+            self.idle_since = Some(Instant::now());
+        }
         if self.open.capacity() > 16 && self.open.len() < 4 {
             self.open.shrink_to(8);
         }
@@ -620,6 +743,7 @@ impl State {
                         && !self.open.iter().any(|(id, _)| *id == head.stream) =>
                 {
                     self.open.push((head.stream, false));
+                    self.idle_since = None;
                 }
                 Event::End(head) if head.ty == frames::RST_STREAM => self.reset(head.stream),
                 Event::Window { stream, increment } => {
@@ -971,7 +1095,19 @@ impl AsyncRead for ConnIo {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        self.get_mut().read_followed(cx, buf)
+        let this = self.get_mut();
+        let before = buf.filled().len();
+        match this.read_followed(cx, buf) {
+            Poll::Ready(Ok(())) => {
+                this.saw(&buf.filled()[before..]);
+                Poll::Ready(Ok(()))
+            }
+            Poll::Pending => match this.deadlines(cx) {
+                Ok(()) => Poll::Pending,
+                Err(e) => Poll::Ready(Err(e)),
+            },
+            r => r,
+        }
     }
 }
 

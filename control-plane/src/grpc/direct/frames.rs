@@ -103,6 +103,11 @@ impl Scanner {
         self.lost
     }
 
+    /// The client preface went by whole.
+    pub fn preface_done(&self) -> bool {
+        !self.lost && self.preface == 0
+    }
+
     /// Bytes of a frame header seen so far, when one is split across `feed` calls.
     pub fn pending_head(&self) -> usize {
         self.have

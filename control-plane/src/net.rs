@@ -1,0 +1,600 @@
+//! The transport's limits: concurrent connections per client IP and in total over both ports
+//! ([`ConnLimits`]), unauthenticated streams per client IP ([`PublicStreamsLayer`]), the default
+//! deadline of unary calls ([`UnaryDeadlineLayer`]), and the HTTP port's accept loop with its
+//! request-head and idle timeouts ([`serve_http`]).
+
+use std::{
+    collections::{HashMap, HashSet},
+    future::Future,
+    io,
+    net::IpAddr,
+    pin::Pin,
+    sync::{Arc, LazyLock, Mutex},
+    task::{Context, Poll, ready},
+    time::{Duration, Instant},
+};
+
+use bytes::Bytes;
+use http_body::Frame;
+use prometheus_client::{
+    encoding::EncodeLabelSet,
+    metrics::{counter::Counter, family::Family, gauge::Gauge},
+};
+use prost::Message;
+use tokio::{
+    io::{AsyncRead, AsyncWrite, ReadBuf},
+    net::{TcpListener, TcpStream},
+    time::Sleep,
+};
+use tonic::{Status, body::Body};
+use tower::{Layer, Service};
+
+use crate::{grpc::direct::ConnInfo, metrics::Metrics, shutdown::Shutdown};
+
+/// The labels of `veza_connections_refused_total`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RefusedLabels {
+    /// `grpc` or `http`.
+    port: &'static str,
+    /// `per_ip` or `total`.
+    reason: &'static str,
+}
+
+/// Counts the open connections of both ports, per client IP and in total.
+pub struct ConnLimits {
+    per_ip: usize,
+    total: usize,
+    counts: Mutex<Counts>,
+    refused: Family<RefusedLabels, Counter>,
+    open: Gauge,
+    /// When a refusal was last logged, and how many went unlogged since.
+    log: Mutex<(Option<Instant>, u64)>,
+}
+
+#[derive(Default)]
+struct Counts {
+    total: usize,
+    by_ip: HashMap<IpAddr, usize>,
+}
+
+/// One admitted connection; its place is given back on drop.
+pub struct Slot {
+    limits: Arc<ConnLimits>,
+    ip: IpAddr,
+}
+
+/// Refusals are logged at most this often.
+const LOG_EVERY: Duration = Duration::from_secs(10);
+
+impl ConnLimits {
+    /// Caps of `per_ip` and `total` connections (0: no cap), counted in `metrics`.
+    pub fn new(per_ip: usize, total: usize, metrics: &Metrics) -> Arc<ConnLimits> {
+        let limits = ConnLimits {
+            per_ip,
+            total,
+            counts: Mutex::new(Counts::default()),
+            refused: Family::default(),
+            open: Gauge::default(),
+            log: Mutex::new((None, 0)),
+        };
+        metrics.register_veza(
+            "connections_refused",
+            "Connections closed on accept: over the cap per client IP or in total",
+            limits.refused.clone(),
+        );
+        metrics.register_veza(
+            "connections_open",
+            "Open connections on the gRPC and HTTP ports",
+            limits.open.clone(),
+        );
+        Arc::new(limits)
+    }
+
+    /// A place for a new connection from `ip` on `port`, or `None` (counted and logged) when a
+    /// cap is reached.
+    pub fn admit(self: &Arc<Self>, ip: IpAddr, port: &'static str) -> Option<Slot> {
+        let refused = {
+            let mut c = self.counts.lock().unwrap_or_else(|p| p.into_inner());
+            let mine = c.by_ip.get(&ip).copied().unwrap_or(0);
+            if self.total > 0 && c.total >= self.total {
+                Some("total")
+            } else if self.per_ip > 0 && mine >= self.per_ip {
+                Some("per_ip")
+            } else {
+                c.total += 1;
+                *c.by_ip.entry(ip).or_insert(0) += 1;
+                None
+            }
+        };
+        match refused {
+            None => {
+                self.open.inc();
+                Some(Slot {
+                    limits: self.clone(),
+                    ip,
+                })
+            }
+            Some(reason) => {
+                self.refused
+                    .get_or_create(&RefusedLabels { port, reason })
+                    .inc();
+                self.log_refusal(ip, port, reason);
+                None
+            }
+        }
+    }
+
+    fn log_refusal(&self, ip: IpAddr, port: &str, reason: &str) {
+        let mut log = self.log.lock().unwrap_or_else(|p| p.into_inner());
+        let now = Instant::now();
+        if log.0.is_some_and(|t| now.duration_since(t) < LOG_EVERY) {
+            log.1 += 1;
+            return;
+        }
+        let unlogged = std::mem::take(&mut log.1);
+        log.0 = Some(now);
+        let (per_ip, total) = (self.per_ip, self.total);
+        tracing::warn!(%ip, port, reason, per_ip, total, refused_before_unlogged = unlogged, "connection refused: too many connections");
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        let mut c = self.limits.counts.lock().unwrap_or_else(|p| p.into_inner());
+        c.total = c.total.saturating_sub(1);
+        if let Some(n) = c.by_ip.get_mut(&self.ip) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                c.by_ip.remove(&self.ip);
+            }
+        }
+        drop(c);
+        self.limits.open.dec();
+    }
+}
+
+/// What the gRPC port knows of the connection a request came on.
+fn conn_info<B>(req: &http::Request<B>) -> Option<&ConnInfo> {
+    let ext = req.extensions();
+    ext.get::<ConnInfo>().or_else(|| {
+        ext.get::<tonic::transport::server::TlsConnectInfo<ConnInfo>>()
+            .map(|t| t.get_ref())
+    })
+}
+
+/// The streams anyone may open without credentials.
+const PUBLIC_STREAMS: [&str; 3] = [
+    "/grpc.health.v1.Health/Watch",
+    "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo",
+    "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo",
+];
+
+/// Caps the unauthenticated streams (health `Watch`, reflection) open per client IP; the excess
+/// is refused with `RESOURCE_EXHAUSTED`. Also marks each connection as having made a request
+/// (which ends the preface deadline of a TLS connection).
+#[derive(Clone)]
+pub struct PublicStreamsLayer {
+    counts: Arc<PublicCounts>,
+}
+
+struct PublicCounts {
+    max: u32,
+    by_ip: Mutex<HashMap<IpAddr, u32>>,
+}
+
+impl PublicStreamsLayer {
+    pub fn new(max: u32) -> PublicStreamsLayer {
+        PublicStreamsLayer {
+            counts: Arc::new(PublicCounts {
+                max,
+                by_ip: Mutex::new(HashMap::new()),
+            }),
+        }
+    }
+}
+
+impl<S> Layer<S> for PublicStreamsLayer {
+    type Service = PublicStreams<S>;
+
+    fn layer(&self, inner: S) -> PublicStreams<S> {
+        PublicStreams {
+            inner,
+            counts: self.counts.clone(),
+        }
+    }
+}
+
+#[derive(Clone)]
+pub struct PublicStreams<S> {
+    inner: S,
+    counts: Arc<PublicCounts>,
+}
+
+/// One public stream's place, given back when its response body is dropped.
+struct PublicPermit {
+    counts: Arc<PublicCounts>,
+    ip: IpAddr,
+}
+
+impl PublicCounts {
+    fn acquire(self: &Arc<Self>, ip: IpAddr) -> Option<PublicPermit> {
+        let mut by_ip = self.by_ip.lock().unwrap_or_else(|p| p.into_inner());
+        let n = by_ip.entry(ip).or_insert(0);
+        if *n >= self.max {
+            return None;
+        }
+        *n += 1;
+        Some(PublicPermit {
+            counts: self.clone(),
+            ip,
+        })
+    }
+}
+
+impl Drop for PublicPermit {
+    fn drop(&mut self) {
+        let mut by_ip = self.counts.by_ip.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(n) = by_ip.get_mut(&self.ip) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                by_ip.remove(&self.ip);
+            }
+        }
+    }
+}
+
+type BoxFuture<T, E> = Pin<Box<dyn Future<Output = Result<T, E>> + Send>>;
+
+impl<S> Service<http::Request<Body>> for PublicStreams<S>
+where
+    S: Service<http::Request<Body>, Response = http::Response<Body>> + Send + 'static,
+    S::Future: Send + 'static,
+{
+    type Response = http::Response<Body>;
+    type Error = S::Error;
+    type Future = BoxFuture<http::Response<Body>, S::Error>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: http::Request<Body>) -> Self::Future {
+        let info = conn_info(&req);
+        if let Some(c) = info {
+            c.requested
+                .store(true, std::sync::atomic::Ordering::Relaxed);
+        }
+        if !PUBLIC_STREAMS.contains(&req.uri().path()) {
+            return Box::pin(self.inner.call(req));
+        }
+        let permit = match info.and_then(|c| c.tcp.remote_addr).map(|a| a.ip()) {
+            Some(ip) => match self.counts.acquire(ip) {
+                Some(p) => Some(p),
+                None => {
+                    let max = self.counts.max;
+                    return Box::pin(async move {
+                        Ok(Status::resource_exhausted(format!(
+                            "at most {max} unauthenticated streams per client address"
+                        ))
+                        .into_http())
+                    });
+                }
+            },
+            None => None,
+        };
+        let fut = self.inner.call(req);
+        Box::pin(async move {
+            let resp = fut.await?;
+            Ok(resp.map(|b| {
+                Body::new(Permitted {
+                    inner: b,
+                    _permit: permit,
+                })
+            }))
+        })
+    }
+}
+
+/// A response body holding a place until it is dropped.
+struct Permitted {
+    inner: Body,
+    _permit: Option<PublicPermit>,
+}
+
+impl http_body::Body for Permitted {
+    type Data = Bytes;
+    type Error = Status;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Status>>> {
+        Pin::new(&mut self.inner).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// The unary methods: Veza's (from the descriptor set) and health `Check`.
+static UNARY: LazyLock<HashSet<String>> = LazyLock::new(|| {
+    let mut set = HashSet::from(["/grpc.health.v1.Health/Check".to_string()]);
+    if let Ok(fds) = prost_types::FileDescriptorSet::decode(veza_proto::FILE_DESCRIPTOR_SET) {
+        for file in fds.file {
+            let package = file.package.unwrap_or_default();
+            for svc in file.service {
+                let service = svc.name.unwrap_or_default();
+                for m in svc.method {
+                    if !m.client_streaming() && !m.server_streaming() {
+                        set.insert(format!("/{package}.{service}/{}", m.name()));
+                    }
+                }
+            }
+        }
+    }
+    set
+});
+
+/// Gives unary calls that carry no `grpc-timeout` a deadline; answers `DEADLINE_EXCEEDED` when
+/// it passes. Streaming calls are left alone: their handlers may rightly run for hours (tonic's
+/// own `Server::timeout` would also cut client-streaming calls such as live publishing).
+#[derive(Clone)]
+pub struct UnaryDeadlineLayer {
+    timeout: Duration,
+}
+
+impl UnaryDeadlineLayer {
+    pub fn new(timeout: Duration) -> UnaryDeadlineLayer {
+        UnaryDeadlineLayer { timeout }
+    }
+}
+
+impl<S> Layer<S> for UnaryDeadlineLayer {
+    type Service = UnaryDeadline<S>;
+
+    fn layer(&self, inner: S) -> UnaryDeadline<S> {
+        UnaryDeadline {
+            inner,
+            timeout: self.timeout,
+        }
+    }
+}
+
+#[derive(Clone)]
+pub struct UnaryDeadline<S> {
+    inner: S,
+    timeout: Duration,
+}
+
+impl<S> Service<http::Request<Body>> for UnaryDeadline<S>
+where
+    S: Service<http::Request<Body>, Response = http::Response<Body>> + Send + 'static,
+    S::Future: Send + 'static,
+{
+    type Response = http::Response<Body>;
+    type Error = S::Error;
+    type Future = BoxFuture<http::Response<Body>, S::Error>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: http::Request<Body>) -> Self::Future {
+        let applies =
+            !req.headers().contains_key("grpc-timeout") && UNARY.contains(req.uri().path());
+        let fut = self.inner.call(req);
+        if !applies {
+            return Box::pin(fut);
+        }
+        let timeout = self.timeout;
+        Box::pin(async move {
+            match tokio::time::timeout(timeout, fut).await {
+                Ok(r) => r,
+                Err(_) => Ok(Status::deadline_exceeded(format!(
+                    "no answer within the server's default deadline of {timeout:?}"
+                ))
+                .into_http()),
+            }
+        })
+    }
+}
+
+/// Serves the HTTP port: each connection must send its request heads within `header_timeout`
+/// (hyper's `header_read_timeout`, which also ends a keep-alive connection waiting that long
+/// for its next request) and is closed after `idle` without a byte either way; connections
+/// over the caps are closed on accept. Ends once `shutdown` fires and the open requests finish.
+pub async fn serve_http(
+    listener: TcpListener,
+    app: axum::Router,
+    limits: Arc<ConnLimits>,
+    header_timeout: Duration,
+    idle: Duration,
+    mut shutdown: Shutdown,
+) -> anyhow::Result<()> {
+    use hyper_util::rt::{TokioIo, TokioTimer};
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    let mut http1 = hyper::server::conn::http1::Builder::new();
+    http1
+        .timer(TokioTimer::new())
+        .header_read_timeout(header_timeout);
+    loop {
+        let (sock, peer) = tokio::select! {
+            _ = shutdown.wait() => break,
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    // Out of descriptors and the like: wait instead of spinning.
+                    tracing::warn!(error = %e, "accepting on the HTTP port");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let Some(slot) = limits.admit(peer.ip(), "http") else {
+            continue;
+        };
+        let _ = sock.set_nodelay(true);
+        let io = TokioIo::new(Watched::new(sock, idle, slot));
+        let svc = hyper_util::service::TowerToHyperService::new(app.clone());
+        let conn = graceful.watch(http1.serve_connection(io, svc));
+        tokio::spawn(async move {
+            if let Err(e) = conn.await {
+                tracing::debug!(error = %e, "HTTP connection");
+            }
+        });
+    }
+    drop(listener);
+    graceful.shutdown().await;
+    Ok(())
+}
+
+/// An HTTP connection's socket, closed after `idle` with nothing read or written.
+struct Watched {
+    sock: TcpStream,
+    idle: Duration,
+    last: Instant,
+    timer: Pin<Box<Sleep>>,
+    _slot: Slot,
+}
+
+impl Watched {
+    fn new(sock: TcpStream, idle: Duration, slot: Slot) -> Watched {
+        Watched {
+            sock,
+            idle,
+            last: Instant::now(),
+            timer: Box::pin(tokio::time::sleep(idle)),
+            _slot: slot,
+        }
+    }
+
+    /// `Err` once the connection has been idle too long; otherwise the timer is armed.
+    fn check(&mut self, cx: &mut Context<'_>) -> io::Result<()> {
+        while self.timer.as_mut().poll(cx).is_ready() {
+            if self.last.elapsed() >= self.idle {
+                return Err(io::Error::new(io::ErrorKind::TimedOut, "idle connection"));
+            }
+            let at = tokio::time::Instant::from_std(self.last + self.idle);
+            self.timer.as_mut().reset(at);
+        }
+        Ok(())
+    }
+
+    fn progress<T>(&mut self, cx: &mut Context<'_>, p: Poll<io::Result<T>>) -> Poll<io::Result<T>> {
+        match p {
+            Poll::Ready(r) => {
+                self.last = Instant::now();
+                Poll::Ready(r)
+            }
+            Poll::Pending => {
+                self.check(cx)?;
+                Poll::Pending
+            }
+        }
+    }
+}
+
+impl AsyncRead for Watched {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        let p = Pin::new(&mut this.sock).poll_read(cx, buf);
+        this.progress(cx, p)
+    }
+}
+
+impl AsyncWrite for Watched {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        let p = Pin::new(&mut this.sock).poll_write(cx, buf);
+        this.progress(cx, p)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        let p = Pin::new(&mut this.sock).poll_write_vectored(cx, bufs);
+        this.progress(cx, p)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        true
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().sock).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        ready!(Pin::new(&mut this.sock).poll_shutdown(cx))?;
+        Poll::Ready(Ok(()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn caps_per_address_and_in_total_give_places_back() {
+        let metrics = Metrics::new();
+        let limits = ConnLimits::new(2, 3, &metrics);
+        let (a, b): (IpAddr, IpAddr) = ("127.0.0.2".parse().unwrap(), "::1".parse().unwrap());
+        let a1 = limits.admit(a, "grpc").expect("first");
+        let a2 = limits.admit(a, "http").expect("second, other port");
+        assert!(limits.admit(a, "grpc").is_none(), "third from one address");
+        let b1 = limits.admit(b, "grpc").expect("another address");
+        assert!(limits.admit(b, "grpc").is_none(), "over the total");
+        drop(a1);
+        let b2 = limits.admit(b, "http").expect("a place was given back");
+        let text = metrics.render();
+        assert!(
+            text.contains(r#"veza_connections_refused_total{port="grpc",reason="per_ip"} 1"#),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#"veza_connections_refused_total{port="grpc",reason="total"} 1"#),
+            "{text}"
+        );
+        assert!(text.contains("veza_connections_open 3"), "{text}");
+        drop((a2, b1, b2));
+        let counts = limits.counts.lock().unwrap();
+        assert_eq!((counts.total, counts.by_ip.len()), (0, 0));
+    }
+
+    #[test]
+    fn zero_means_no_cap() {
+        let metrics = Metrics::new();
+        let limits = ConnLimits::new(0, 0, &metrics);
+        let ip: IpAddr = "127.0.0.1".parse().unwrap();
+        let slots: Vec<Slot> = (0..5_000)
+            .filter_map(|_| limits.admit(ip, "http"))
+            .collect();
+        assert_eq!(slots.len(), 5_000);
+    }
+
+    #[test]
+    fn only_unary_methods_get_the_default_deadline() {
+        assert!(UNARY.contains("/veza.auth.AuthService/Register"));
+        assert!(UNARY.contains("/grpc.health.v1.Health/Check"));
+        assert!(!UNARY.contains("/veza.stream.StreamService/UploadAudioChunks"));
+        assert!(!UNARY.contains("/veza.stream.StreamService/StreamAudio"));
+        assert!(!UNARY.contains("/grpc.health.v1.Health/Watch"));
+    }
+}

@@ -20,7 +20,9 @@ use tonic_health::pb::{
 };
 use veza_proto::{
     analytics::{GetAnalyticsRequest, analytics_service_client::AnalyticsServiceClient},
-    notification::{GetNotificationsRequest, notification_service_client::NotificationServiceClient},
+    notification::{
+        GetNotificationsRequest, notification_service_client::NotificationServiceClient,
+    },
 };
 use veza_tests::{Backend, TestServer, bearer, on_both_backends};
 
@@ -220,7 +222,10 @@ async fn restarts_mid_processing_count_as_attempts(b: Backend) {
     }
     // The fourth start gives up on it instead of handing it out again.
     let reason = wait_failed(&s, &token, id, Duration::from_secs(20)).await;
-    assert!(reason.contains("did not complete in 3 attempts"), "{reason}");
+    assert!(
+        reason.contains("did not complete in 3 attempts"),
+        "{reason}"
+    );
     assert_eq!(failure_notices(&s, &token, id).await.len(), 1);
     assert_serving(&s).await;
     s.stop().await;

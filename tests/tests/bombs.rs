@@ -99,19 +99,29 @@ async fn wait_failed(s: &TestServer, token: &str, id: i64, limit: Duration) -> S
     }
 }
 
-/// The owner's `track_failed` notifications for `id`.
+/// The owner's `track_failed` notifications for `id`, once there is one (within 5 s: the
+/// notification follows the status change).
 async fn failure_notices(s: &TestServer, token: &str, id: i64) -> Vec<String> {
-    let resp = NotificationServiceClient::new(s.channel().await)
-        .get_notifications(bearer(token, GetNotificationsRequest::default()))
-        .await
-        .expect("GetNotifications")
-        .into_inner();
-    resp.notifications
-        .into_iter()
-        .filter(|n| n.r#type == "track_failed")
-        .filter(|n| n.data.get("track_id") == Some(&id.to_string()))
-        .map(|n| n.body)
-        .collect()
+    let mut client = NotificationServiceClient::new(s.channel().await);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let resp = client
+            .get_notifications(bearer(token, GetNotificationsRequest::default()))
+            .await
+            .expect("GetNotifications")
+            .into_inner();
+        let found: Vec<String> = resp
+            .notifications
+            .into_iter()
+            .filter(|n| n.r#type == "track_failed")
+            .filter(|n| n.data.get("track_id") == Some(&id.to_string()))
+            .map(|n| n.body)
+            .collect();
+        if !found.is_empty() || Instant::now() >= deadline {
+            return found;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 async fn a_declared_bomb_is_refused_at_upload(b: Backend) {

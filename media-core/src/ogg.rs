@@ -320,7 +320,7 @@ impl OggOpusMuxer {
             offset,
             granule: self.granule,
         });
-        self.seq += 1;
+        self.seq = self.seq.wrapping_add(1);
         self.pending.clear();
         self.pending_lens.clear();
         self.pending_frames = 0;

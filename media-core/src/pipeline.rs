@@ -353,7 +353,11 @@ impl Lane {
                 (Bytes::from(data), 0, index)
             }
         };
-        let len = if data.is_empty() { len } else { data.len() as u64 };
+        let len = if data.is_empty() {
+            len
+        } else {
+            data.len() as u64
+        };
         let rendition = Rendition {
             bitrate_kbps: self.bitrate_kbps,
             data,

@@ -98,7 +98,10 @@ fn streamed_outputs_are_the_in_memory_outputs() {
     let mut json = Vec::new();
     wave.write_json(&mut body.as_slice(), &mut json)
         .expect("json");
-    assert_eq!(String::from_utf8(json).expect("utf-8"), whole.waveform.to_json());
+    assert_eq!(
+        String::from_utf8(json).expect("utf-8"),
+        whole.waveform.to_json()
+    );
 }
 
 #[test]
@@ -115,7 +118,10 @@ fn sixteen_bit_waveform_json_streams_too() {
         .waveform
         .write_json(&mut body.as_slice(), &mut json)
         .expect("json");
-    assert_eq!(String::from_utf8(json).expect("utf-8"), whole.waveform.to_json());
+    assert_eq!(
+        String::from_utf8(json).expect("utf-8"),
+        whole.waveform.to_json()
+    );
 }
 
 #[test]

@@ -316,11 +316,11 @@ impl Db {
             "UPDATE media SET status = $1, updated_at = $2, claimed_by = '', claim_until = 0, \
              processing_attempts = 0 WHERE id = $3",
         )
-            .bind(status)
-            .bind(now_ms())
-            .bind(id)
-            .execute(&self.pool)
-            .await?;
+        .bind(status)
+        .bind(now_ms())
+        .bind(id)
+        .execute(&self.pool)
+        .await?;
         Ok(())
     }
 

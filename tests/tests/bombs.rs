@@ -20,7 +20,9 @@ use tonic_health::pb::{
 };
 use veza_proto::{
     analytics::{GetAnalyticsRequest, analytics_service_client::AnalyticsServiceClient},
-    notification::{GetNotificationsRequest, notification_service_client::NotificationServiceClient},
+    notification::{
+        GetNotificationsRequest, notification_service_client::NotificationServiceClient,
+    },
 };
 use veza_tests::{Backend, TestServer, bearer, on_both_backends};
 
@@ -97,19 +99,29 @@ async fn wait_failed(s: &TestServer, token: &str, id: i64, limit: Duration) -> S
     }
 }
 
-/// The owner's `track_failed` notifications for `id`.
+/// The owner's `track_failed` notifications for `id`, once there is one (within 5 s: the
+/// notification follows the status change).
 async fn failure_notices(s: &TestServer, token: &str, id: i64) -> Vec<String> {
-    let resp = NotificationServiceClient::new(s.channel().await)
-        .get_notifications(bearer(token, GetNotificationsRequest::default()))
-        .await
-        .expect("GetNotifications")
-        .into_inner();
-    resp.notifications
-        .into_iter()
-        .filter(|n| n.r#type == "track_failed")
-        .filter(|n| n.data.get("track_id") == Some(&id.to_string()))
-        .map(|n| n.body)
-        .collect()
+    let mut client = NotificationServiceClient::new(s.channel().await);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let resp = client
+            .get_notifications(bearer(token, GetNotificationsRequest::default()))
+            .await
+            .expect("GetNotifications")
+            .into_inner();
+        let found: Vec<String> = resp
+            .notifications
+            .into_iter()
+            .filter(|n| n.r#type == "track_failed")
+            .filter(|n| n.data.get("track_id") == Some(&id.to_string()))
+            .map(|n| n.body)
+            .collect();
+        if !found.is_empty() || Instant::now() >= deadline {
+            return found;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 async fn a_declared_bomb_is_refused_at_upload(b: Backend) {
@@ -220,7 +232,10 @@ async fn restarts_mid_processing_count_as_attempts(b: Backend) {
     }
     // The fourth start gives up on it instead of handing it out again.
     let reason = wait_failed(&s, &token, id, Duration::from_secs(20)).await;
-    assert!(reason.contains("did not complete in 3 attempts"), "{reason}");
+    assert!(
+        reason.contains("did not complete in 3 attempts"),
+        "{reason}"
+    );
     assert_eq!(failure_notices(&s, &token, id).await.len(), 1);
     assert_serving(&s).await;
     s.stop().await;

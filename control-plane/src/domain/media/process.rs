@@ -330,7 +330,9 @@ impl Media {
             Ok(Err(e)) => return Err(e.into()),
             Err(e) => return Err(attempt_failed(DomainError::Internal(e.into()))),
         };
-        self.store_outputs(id, dir, out).await.map_err(attempt_failed)
+        self.store_outputs(id, dir, out)
+            .await
+            .map_err(attempt_failed)
     }
 
     /// Uploads the working directory's files and warms the cache with the small renditions.
@@ -447,7 +449,10 @@ fn write_waveform_files(dir: &Path, w: &veza_media_core::Waveform) -> std::io::R
     std::io::copy(&mut std::fs::File::open(&body)?, &mut dat)?;
     dat.flush()?;
     let mut json = BufWriter::new(std::fs::File::create(dir.join("waveform.json"))?);
-    w.write_json(&mut std::io::BufReader::new(std::fs::File::open(&body)?), &mut json)?;
+    w.write_json(
+        &mut std::io::BufReader::new(std::fs::File::open(&body)?),
+        &mut json,
+    )?;
     std::fs::remove_file(body)
 }
 

@@ -353,19 +353,18 @@ fn secrets_stay_out_of_argv_environment_logs_and_other_users_reach() {
         .stderr(Stdio::piped())
         .spawn()
         .expect("veza serve starts");
+    // Logs go to stderr (read on a thread so the pipe never fills); stdout's first line is the
+    // bound addresses, printed once serving.
+    let mut err = child.stderr.take().unwrap();
+    let logs = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = std::io::Read::read_to_string(&mut err, &mut s);
+        s
+    });
     let mut out = BufReader::new(child.stdout.take().unwrap());
-    let mut logs = String::new();
-    let serving = loop {
-        let mut line = String::new();
-        if out.read_line(&mut line).unwrap() == 0 {
-            break false;
-        }
-        logs.push_str(&line);
-        if line.contains("veza serving") {
-            break true;
-        }
-    };
-    if serving {
+    let mut first = String::new();
+    out.read_line(&mut first).unwrap();
+    if first.contains("http://") {
         let proc = |f: &str| std::fs::read(format!("/proc/{}/{f}", child.id())).unwrap();
         let argv = String::from_utf8_lossy(&proc("cmdline")).into_owned();
         assert!(!argv.contains(secret), "secret in argv: {argv}");
@@ -378,10 +377,9 @@ fn secrets_stay_out_of_argv_environment_logs_and_other_users_reach() {
         // No NATS on this machine: the start-up error must not show the password either.
         let _ = child.wait();
     }
-    let mut rest = String::new();
-    std::io::Read::read_to_string(&mut out, &mut rest).unwrap();
-    std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut rest).unwrap();
-    logs.push_str(&rest);
+    let mut logs = logs.join().unwrap();
+    std::io::Read::read_to_string(&mut out, &mut logs).unwrap();
+    logs.push_str(&first);
     assert!(logs.contains("nats") || logs.contains("NATS"), "{logs}");
     assert!(
         !logs.contains("hunter2"),

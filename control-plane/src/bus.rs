@@ -55,13 +55,20 @@ impl Bus {
         Bus::Local(broadcast::channel(LOCAL_CAPACITY).0)
     }
 
-    /// Connects to NATS at `url`.
+    /// Connects to NATS at `url` (one URL or a comma-separated list). Credentials in the URL
+    /// (`nats://user:pass@host`, `nats://token@host`) are taken out and sent only in the
+    /// protocol's CONNECT, so neither the client library's logs nor any error carries them.
     pub async fn nats(url: &str) -> Result<Bus, BusError> {
-        let client = async_nats::ConnectOptions::new()
+        let target = NatsTarget::parse(url);
+        let mut opts = async_nats::ConnectOptions::new()
             .name("veza")
-            .subscription_capacity(LOCAL_CAPACITY)
-            .connect(url)
-            .await?;
+            .subscription_capacity(LOCAL_CAPACITY);
+        opts = match target.credentials {
+            Some(NatsCredentials::UserPassword(user, pass)) => opts.user_and_password(user, pass),
+            Some(NatsCredentials::Token(token)) => opts.token(token),
+            None => opts,
+        };
+        let client = opts.connect(target.servers.as_str()).await?;
         Ok(Bus::Nats(client))
     }
 
@@ -171,5 +178,135 @@ mod tests {
             }
         }
         assert_eq!(got, vec![Bytes::from("a"), Bytes::from("b")]);
+    }
+}
+
+/// A NATS URL list split into the server addresses (without credentials) and the credentials.
+#[derive(Debug, PartialEq, Eq)]
+struct NatsTarget {
+    servers: String,
+    credentials: Option<NatsCredentials>,
+}
+
+#[derive(Debug, PartialEq, Eq)]
+enum NatsCredentials {
+    UserPassword(String, String),
+    Token(String),
+}
+
+impl NatsTarget {
+    /// Takes the user info out of every URL in the list; the first one found is used.
+    fn parse(urls: &str) -> NatsTarget {
+        let mut credentials = None;
+        let servers: Vec<String> = urls
+            .split(',')
+            .map(|u| {
+                let (clean, info) = split_userinfo(u.trim());
+                if credentials.is_none() {
+                    credentials = info.map(|i| match i.split_once(':') {
+                        Some((user, pass)) => NatsCredentials::UserPassword(
+                            percent_decode(user),
+                            percent_decode(pass),
+                        ),
+                        None => NatsCredentials::Token(percent_decode(i)),
+                    });
+                }
+                clean
+            })
+            .collect();
+        NatsTarget {
+            servers: servers.join(","),
+            credentials,
+        }
+    }
+}
+
+/// `url` without its user info (`scheme://user:pass@host` → `scheme://***@host`), for logs and
+/// error messages.
+pub fn redact_url(url: &str) -> String {
+    url.split(',')
+        .map(|u| match split_userinfo(u.trim()) {
+            (clean, Some(_)) => match clean.split_once("://") {
+                Some((scheme, rest)) => format!("{scheme}://***@{rest}"),
+                None => format!("***@{clean}"),
+            },
+            (clean, None) => clean,
+        })
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// Splits `scheme://userinfo@host…` into the URL without user info and the user info.
+fn split_userinfo(url: &str) -> (String, Option<&str>) {
+    let (scheme, rest) = match url.split_once("://") {
+        Some((s, r)) => (Some(s), r),
+        None => (None, url),
+    };
+    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let Some(at) = rest[..authority_end].rfind('@') else {
+        return (url.to_string(), None);
+    };
+    let host = &rest[at + 1..];
+    let clean = match scheme {
+        Some(s) => format!("{s}://{host}"),
+        None => host.to_string(),
+    };
+    (clean, Some(&rest[..at]))
+}
+
+/// Decodes `%XX` escapes (as URL user info carries them); anything else is kept as it is.
+fn percent_decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = bytes.get(i + 1..i + 3).and_then(|h| {
+            std::str::from_utf8(h)
+                .ok()
+                .and_then(|h| u8::from_str_radix(h, 16).ok())
+        });
+        match (bytes[i], hex) {
+            (b'%', Some(b)) => {
+                out.push(b);
+                i += 3;
+            }
+            (b, _) => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[cfg(test)]
+mod url_tests {
+    use super::*;
+
+    #[test]
+    fn credentials_leave_the_url() {
+        let t = NatsTarget::parse("nats://veza:s%40cret@127.0.0.1:4222");
+        assert_eq!(t.servers, "nats://127.0.0.1:4222");
+        assert_eq!(
+            t.credentials,
+            Some(NatsCredentials::UserPassword(
+                "veza".into(),
+                "s@cret".into()
+            ))
+        );
+        let t = NatsTarget::parse("tok3n@a:4222, nats://b:4222");
+        assert_eq!(t.servers, "a:4222,nats://b:4222");
+        assert_eq!(t.credentials, Some(NatsCredentials::Token("tok3n".into())));
+        assert_eq!(NatsTarget::parse("nats://a:4222").credentials, None);
+    }
+
+    #[test]
+    fn redacted_urls_keep_the_host() {
+        assert_eq!(
+            redact_url("nats://u:p@h:4222,nats://h2"),
+            "nats://***@h:4222,nats://h2"
+        );
+        assert_eq!(redact_url("nats://h:4222/x@y"), "nats://h:4222/x@y");
+        assert_eq!(redact_url("u:p@h"), "***@h");
     }
 }

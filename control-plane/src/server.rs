@@ -82,7 +82,11 @@ struct Parts {
 }
 
 /// Opens storage and the bus, binds both ports and starts serving.
+///
+/// Sets the process umask to `077` first: everything the server writes (database, blobs, temp
+/// files, keys) is readable by its own user only.
 pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
+    private_umask();
     let (trigger, shutdown) = shutdown::channel();
     let parts = assemble(&config, &shutdown).await?;
     if config.demo {
@@ -282,8 +286,7 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
 }
 
 async fn assemble(config: &Config, shutdown: &shutdown::Shutdown) -> anyhow::Result<Parts> {
-    std::fs::create_dir_all(&config.data_dir)
-        .with_context(|| format!("creating {}", config.data_dir.display()))?;
+    private_data_dir(config)?;
     let db = Db::connect(&config.database_url)
         .await
         .context("opening the database")?;
@@ -291,7 +294,7 @@ async fn assemble(config: &Config, shutdown: &shutdown::Shutdown) -> anyhow::Res
     let bus = match &config.nats_url {
         Some(url) => Bus::nats(url)
             .await
-            .with_context(|| format!("connecting to NATS at {url}"))?,
+            .with_context(|| format!("connecting to NATS at {}", crate::bus::redact_url(url)))?,
         None => Bus::local(),
     };
     let tokens = TokenKeys::load(&config.jwt, &db, &config.data_dir).await?;
@@ -342,6 +345,25 @@ async fn assemble(config: &Config, shutdown: &shutdown::Shutdown) -> anyhow::Res
         analytics_writer,
         chat,
     })
+}
+
+/// Makes the server's files private to its user from now on (`umask 077`): files the libraries
+/// create (object_store's blobs, SQLite's companions, temp files) get 0600, directories 0700.
+pub fn private_umask() {
+    #[cfg(unix)]
+    // SAFETY: umask only swaps the process's file-creation mask; it cannot fail.
+    unsafe {
+        libc::umask(0o077);
+    }
+}
+
+/// Creates (or tightens) the data directory and its `tmp` folder to 0700.
+pub fn private_data_dir(config: &Config) -> anyhow::Result<()> {
+    for dir in [config.data_dir.clone(), config.data_dir.join("tmp")] {
+        veza_storage::private::dir(&dir)
+            .with_context(|| format!("creating {} (mode 0700)", dir.display()))?;
+    }
+    Ok(())
 }
 
 async fn set_health(health: &HealthReporter, status: ServingStatus) {

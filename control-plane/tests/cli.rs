@@ -306,3 +306,84 @@ fn transcode_writes_renditions_waveform_and_index() {
         .unwrap();
     assert!(!bad.status.success());
 }
+
+/// Every directory under `root` is 0700 and every file 0600.
+fn assert_private(root: &std::path::Path) {
+    use std::os::unix::fs::PermissionsExt;
+    let mut dirs = vec![root.to_path_buf()];
+    while let Some(d) = dirs.pop() {
+        assert_eq!(
+            std::fs::metadata(&d).unwrap().permissions().mode() & 0o777,
+            0o700,
+            "{}",
+            d.display()
+        );
+        for e in std::fs::read_dir(&d).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                dirs.push(p);
+            } else {
+                let m = std::fs::metadata(&p).unwrap().permissions().mode() & 0o777;
+                assert_eq!(m, 0o600, "{}", p.display());
+            }
+        }
+    }
+}
+
+#[test]
+fn secrets_stay_out_of_argv_environment_logs_and_other_users_reach() {
+    let dir = tempfile::tempdir().unwrap();
+    let secret = "hs256-secret-read-from-a-file-0123456789";
+    let file = dir.path().join("jwt.secret");
+    std::fs::write(&file, format!("{secret}\n")).unwrap();
+    let data = dir.path().join("data");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_veza"))
+        .args(["serve", "--jwt-alg", "hs256", "--jwt-secret-file"])
+        .arg(&file)
+        .args(["--nats-url", "nats://veza:hunter2-nats-pw@127.0.0.1:4222"])
+        .args(["--grpc-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0"])
+        .arg("--data-dir")
+        .arg(&data)
+        .env_remove("DATABASE_URL")
+        .env_remove("VEZA_JWT_SECRET")
+        .env("VEZA_CONFIG", "/dev/null")
+        // Debug level: the NATS client's own connection logs are included.
+        .env("RUST_LOG", "debug")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("veza serve starts");
+    // Logs go to stderr (read on a thread so the pipe never fills); stdout's first line is the
+    // bound addresses, printed once serving.
+    let mut err = child.stderr.take().unwrap();
+    let logs = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = std::io::Read::read_to_string(&mut err, &mut s);
+        s
+    });
+    let mut out = BufReader::new(child.stdout.take().unwrap());
+    let mut first = String::new();
+    out.read_line(&mut first).unwrap();
+    if first.contains("http://") {
+        let proc = |f: &str| std::fs::read(format!("/proc/{}/{f}", child.id())).unwrap();
+        let argv = String::from_utf8_lossy(&proc("cmdline")).into_owned();
+        assert!(!argv.contains(secret), "secret in argv: {argv}");
+        assert!(argv.contains("--jwt-secret-file"));
+        let environ = String::from_utf8_lossy(&proc("environ")).into_owned();
+        assert!(!environ.contains(secret), "secret in the environment");
+        assert_private(&data);
+        stop(&mut child);
+    } else {
+        // No NATS on this machine: the start-up error must not show the password either.
+        let _ = child.wait();
+    }
+    let mut logs = logs.join().unwrap();
+    std::io::Read::read_to_string(&mut out, &mut logs).unwrap();
+    logs.push_str(&first);
+    assert!(logs.contains("nats") || logs.contains("NATS"), "{logs}");
+    assert!(
+        !logs.contains("hunter2"),
+        "NATS password in the output:\n{logs}"
+    );
+    assert!(!logs.contains(secret), "JWT secret in the output");
+}

@@ -21,6 +21,8 @@ pub mod notification {
     tonic::include_proto!("veza.notification");
 }
 
+pub mod codec;
+
 /// The encoded `FileDescriptorSet` of the whole API, for server reflection.
 pub const FILE_DESCRIPTOR_SET: &[u8] =
     include_bytes!(concat!(env!("OUT_DIR"), "/veza_descriptor.bin"));

@@ -37,7 +37,8 @@ impl BlobStore {
         let mut local_root = None;
         let inner: Arc<dyn ObjectStore> = match url {
             None => {
-                std::fs::create_dir_all(dir)
+                // The data directory's own blob folder: private, tightened if it was not.
+                crate::private::dir(dir)
                     .map_err(|e| StorageError::Config(format!("{}: {e}", dir.display())))?;
                 local_root = std::fs::canonicalize(dir).ok();
                 Arc::new(LocalFileSystem::new_with_prefix(dir)?)
@@ -47,7 +48,9 @@ impl BlobStore {
                 let url = url::Url::parse(u)
                     .map_err(|e| StorageError::Config(format!("blob URL {u:?}: {e}")))?;
                 if url.scheme() == "file" {
-                    let _ = std::fs::create_dir_all(url.path());
+                    // The operator's folder: created 0700 when missing, an existing one keeps
+                    // the mode the operator gave it.
+                    let _ = crate::private::dir_keep_existing(Path::new(url.path()));
                     local_root = url.to_file_path().ok();
                 }
                 let (store, prefix) = object_store::parse_url(&url)?;

@@ -5,6 +5,7 @@ use std::{path::Path, str::FromStr, time::Duration};
 use sqlx::{
     AnyPool, Executor,
     any::{AnyConnectOptions, AnyPoolOptions},
+    sqlite::SqliteConnectOptions,
 };
 
 use crate::error::{Result, StorageError};
@@ -28,6 +29,9 @@ impl Db {
     pub async fn connect(url: &str) -> Result<Db> {
         sqlx::any::install_default_drivers();
         let backend = backend_of(url)?;
+        if backend == Backend::Sqlite {
+            private_sqlite_file(url)?;
+        }
         let opts = AnyConnectOptions::from_str(url).map_err(StorageError::Database)?;
         let max = if backend == Backend::Sqlite { 8 } else { 16 };
         let pool = AnyPoolOptions::new()
@@ -82,6 +86,30 @@ impl Db {
     pub async fn close(&self) {
         self.pool.close().await;
     }
+}
+
+/// Creates the SQLite file 0600 before SQLite opens it (SQLite gives its `-wal` and `-shm`
+/// files the database file's mode), and tightens an existing database and its companions: they
+/// hold password hashes and the deployment's signing seed.
+fn private_sqlite_file(url: &str) -> Result<()> {
+    let opts = SqliteConnectOptions::from_str(url).map_err(StorageError::Database)?;
+    let path = opts.get_filename();
+    let in_memory = url.contains(":memory:")
+        || url.contains("mode=memory")
+        || path.to_string_lossy().starts_with("file:sqlx-in-memory");
+    if in_memory || path.as_os_str().is_empty() {
+        return Ok(());
+    }
+    let io = |e: std::io::Error| StorageError::Config(format!("{}: {e}", path.display()));
+    if url.contains("mode=rwc") {
+        crate::private::touch(path).map_err(io)?;
+    }
+    for suffix in ["", "-wal", "-shm", "-journal"] {
+        let mut p = path.as_os_str().to_owned();
+        p.push(suffix);
+        crate::private::tighten(Path::new(&p), crate::private::FILE_MODE).map_err(io)?;
+    }
+    Ok(())
 }
 
 fn backend_of(url: &str) -> Result<Backend> {

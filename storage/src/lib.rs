@@ -10,6 +10,7 @@ mod media;
 mod messages;
 mod migrate;
 mod notifications;
+pub mod private;
 mod quota;
 mod rollup;
 mod rooms;

@@ -145,6 +145,9 @@ fn pkcs8_der(seed: &[u8; 32]) -> Vec<u8> {
 /// directory's key file, else a new one. The key file is written when missing.
 async fn ed25519_seed(db: &Db, data_dir: &Path) -> anyhow::Result<[u8; 32]> {
     let path = data_dir.join(KEY_FILE);
+    // A key file left group- or world-readable (copied in, older versions) is made 0600.
+    veza_storage::private::tighten(&path, veza_storage::private::FILE_MODE)
+        .map_err(|e| anyhow::anyhow!("restricting {}: {e}", path.display()))?;
     let from_file =
         match std::fs::read(&path) {
             Ok(der) => Some(seed_from_der(&der).ok_or_else(|| {

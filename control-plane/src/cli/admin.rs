@@ -76,7 +76,8 @@ pub async fn user(cmd: UserCommand) -> anyhow::Result<()> {
         store,
     } = cmd;
     let config = store.options.resolve()?;
-    std::fs::create_dir_all(&config.data_dir)?;
+    crate::server::private_umask();
+    crate::server::private_data_dir(&config)?;
     let db = veza_storage::Db::connect(&config.database_url).await?;
     let account = NewAccount {
         email,
@@ -139,7 +140,8 @@ pub async fn api_key(cmd: ApiKeyCommand) -> anyhow::Result<()> {
 
 async fn accounts(store: Store) -> anyhow::Result<Accounts> {
     let config = store.options.resolve()?;
-    std::fs::create_dir_all(&config.data_dir)?;
+    crate::server::private_umask();
+    crate::server::private_data_dir(&config)?;
     let db = veza_storage::Db::connect(&config.database_url).await?;
     let bus = match &config.nats_url {
         Some(url) => Bus::nats(url).await?,

@@ -20,7 +20,7 @@ pub(super) fn instance_id(tmp_dir: &Path) -> std::io::Result<String> {
         Ok(id) if !id.trim().is_empty() => Ok(id.trim().to_string()),
         _ => {
             let id = hex::encode(crate::auth::secrets::random_bytes::<12>());
-            std::fs::write(&file, &id)?;
+            veza_storage::private::write(&file, id.as_bytes())?;
             Ok(id)
         }
     }

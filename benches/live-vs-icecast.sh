@@ -7,29 +7,35 @@
 # scatter by ±20 %: compare medians).
 # Needs: cargo build --release -p veza-control-plane -p veza-benches; icecast2 and ffmpeg
 # (Debian packages). Veza runs `veza serve --demo` on a temp dir with --live-chunk-ms CHUNK_MS
-# and no connection caps (every listener connects from 127.0.0.1);
+# with no connection caps and no request rate (every listener connects from 127.0.0.1 with the
+# demo user's token);
 # Icecast gets a 128 kbps CBR Ogg Opus stream from `ffmpeg -re` with pages of CHUNK_MS.
+# VEZA_BASE_BIN=DIR also measures the `veza` in DIR (an earlier build) in each round, before
+# this build's, so a change is compared with its parent in one series (live_load stays this one's).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 chunk_ms=$1; secs=$2; shift 2
 ulimit -n 20000
-bin=target/release
+bin=${VEZA_BIN:-target/release}
 work=$(mktemp -d)
 trap 'kill $(jobs -p) 2>/dev/null || true; [ -f /tmp/veza-icecast/icecast.pid ] && kill "$(cat /tmp/veza-icecast/icecast.pid)" 2>/dev/null; rm -rf "$work"' EXIT
 
 for n in "$@"; do
 for run in $(seq "${RUNS:-1}"); do
   echo "== $n listeners, run $run"
-  # Veza
-  VEZA_DATA_DIR=$work/veza-$n VEZA_GRPC_ADDR=127.0.0.1:19090 VEZA_HTTP_ADDR=127.0.0.1:18080 \
+  for vbin in ${VEZA_BASE_BIN:+"$VEZA_BASE_BIN"} "$bin"; do
+  echo "-- veza: $vbin"
+  VEZA_DATA_DIR=$work/veza-$n-$run VEZA_GRPC_ADDR=127.0.0.1:19090 VEZA_HTTP_ADDR=127.0.0.1:18080 \
     VEZA_LIVE_CHUNK_MS=$chunk_ms VEZA_LIVE_BITRATE=128 RUST_LOG=warn \
-    VEZA_MAX_CONNECTIONS_PER_IP=0 VEZA_MAX_CONNECTIONS=0 \
-    $bin/veza serve --demo >"$work/veza-$n.log" 2>&1 &
+    VEZA_MAX_CONNECTIONS_PER_IP=0 VEZA_MAX_CONNECTIONS=0 VEZA_RATE_LIMIT_RPS=0 \
+    "$vbin"/veza serve --demo >"$work/veza-$n.log" 2>&1 &
   vpid=$!
   for _ in $(seq 100); do (echo >/dev/tcp/127.0.0.1/19090) 2>/dev/null && break; sleep 0.1; done
   # The producer sends CHUNK_MS of audio at a time, as ffmpeg sends Icecast a page at a time.
   LIVE_LOAD_BATCH_MS=$chunk_ms $bin/live_load veza http://127.0.0.1:19090 "$vpid" "$n" "$n" "$secs"
   kill "$vpid"; wait "$vpid" 2>/dev/null || true
+  for _ in $(seq 100); do (echo >/dev/tcp/127.0.0.1/19090) 2>/dev/null || break; sleep 0.2; done
+  done
 
   # Icecast
   mkdir -p /tmp/veza-icecast && chown icecast2 /tmp/veza-icecast

@@ -15,7 +15,6 @@ use std::{
 };
 
 use bytes::Bytes;
-use http_body::Frame;
 use prometheus_client::{
     encoding::EncodeLabelSet,
     metrics::{counter::Counter, family::Family, gauge::Gauge},
@@ -29,7 +28,11 @@ use tokio::{
 use tonic::{Status, body::Body};
 use tower::{Layer, Service};
 
-use crate::{grpc::direct::ConnInfo, metrics::Metrics, shutdown::Shutdown};
+use crate::{
+    grpc::{direct::ConnInfo, trailers::Polled},
+    metrics::Metrics,
+    shutdown::Shutdown,
+};
 
 /// The labels of `veza_connections_refused_total`.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -305,10 +308,7 @@ impl http_body::Body for Permitted {
     type Data = Bytes;
     type Error = Status;
 
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, Status>>> {
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Polled {
         Pin::new(&mut self.inner).poll_frame(cx)
     }
 

@@ -15,11 +15,12 @@ use std::{
 
 use bytes::Bytes;
 use futures::task::AtomicWaker;
-use http_body::{Body as HttpBody, Frame, SizeHint};
+use http_body::{Body as HttpBody, SizeHint};
 use tokio::task::AbortHandle;
 use tonic::{Status, body::Body};
 
 use super::{AuthFailure, Authenticator, Caller};
+use crate::grpc::trailers::{Polled, status_trailers};
 
 /// Who waits on a lease: the call's future, its request body, its response body.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -155,10 +156,7 @@ impl HttpBody for Guarded {
     type Data = Bytes;
     type Error = Status;
 
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, Status>>> {
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Polled {
         if self.finished {
             return Poll::Ready(None);
         }
@@ -166,16 +164,10 @@ impl HttpBody for Guarded {
             // The inner body goes first (a direct live listener gives its stream back to hyper).
             self.inner = None;
             self.finished = true;
-            return Poll::Ready(Some(match self.role {
-                Role::Response => {
-                    let mut trailers = http::HeaderMap::new();
-                    match status.add_header(&mut trailers) {
-                        Ok(()) => Ok(Frame::trailers(trailers)),
-                        Err(e) => Err(e),
-                    }
-                }
-                _ => Err(status),
-            }));
+            return match self.role {
+                Role::Response => status_trailers(&status),
+                _ => Poll::Ready(Some(Err(status))),
+            };
         }
         let Some(inner) = self.inner.as_mut() else {
             return Poll::Ready(None);

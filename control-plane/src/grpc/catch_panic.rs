@@ -13,9 +13,10 @@ use std::{
 
 use bytes::Bytes;
 use futures::FutureExt;
-use http_body::Frame;
 use tonic::{Status, body::Body};
 use tower::{Layer, Service};
+
+use super::trailers::{Polled, status_trailers};
 
 /// Adds [`CatchPanic`] around a service.
 #[derive(Clone, Copy, Debug, Default)]
@@ -100,10 +101,7 @@ impl http_body::Body for CaughtBody {
     type Data = Bytes;
     type Error = Status;
 
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, Status>>> {
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Polled {
         let this = &mut *self;
         let Some(path) = this.path.as_ref() else {
             return Poll::Ready(None);
@@ -114,9 +112,7 @@ impl http_body::Body for CaughtBody {
             Err(panic) => {
                 log(path, panic.as_ref());
                 this.path = None;
-                let mut trailers = http::HeaderMap::new();
-                let _ = Status::internal("internal error").add_header(&mut trailers);
-                Poll::Ready(Some(Ok(Frame::trailers(trailers))))
+                status_trailers(&Status::internal("internal error"))
             }
         }
     }
@@ -166,10 +162,7 @@ mod tests {
     impl http_body::Body for Bomb {
         type Data = Bytes;
         type Error = Status;
-        fn poll_frame(
-            self: Pin<&mut Self>,
-            _: &mut Context<'_>,
-        ) -> Poll<Option<Result<Frame<Bytes>, Status>>> {
+        fn poll_frame(self: Pin<&mut Self>, _: &mut Context<'_>) -> Polled {
             panic!("stream bug")
         }
     }

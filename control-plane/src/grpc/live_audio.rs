@@ -12,7 +12,7 @@ use std::{
 
 use bytes::{BufMut, Bytes, BytesMut};
 use futures::future::BoxFuture;
-use http::{HeaderMap, HeaderValue, Request, Response};
+use http::{HeaderValue, Request, Response};
 use http_body::{Body as HttpBody, Frame};
 use http_body_util::{BodyExt, Full, Limited};
 use prost::Message;
@@ -28,6 +28,7 @@ use crate::{
     grpc::{
         direct::{ConnInfo, DirectBody, H2Sink, frames},
         stream::live_audio_chunk,
+        trailers::{Polled, live_end},
     },
     shutdown::Shutdown,
 };
@@ -222,27 +223,6 @@ pub(crate) fn wire_frame(id: i64, page: &Page) -> &Bytes {
     })
 }
 
-/// How a live response ends: OK after the last page, `UNAVAILABLE` when the server shuts down.
-pub(crate) fn end_status(shutdown: &Shutdown) -> Status {
-    if shutdown.is_triggered() {
-        Status::unavailable("server is shutting down")
-    } else {
-        Status::ok("")
-    }
-}
-
-/// The `grpc-status` (and `grpc-message`) trailers of `status`.
-pub(crate) fn trailers(status: &Status) -> HeaderMap {
-    let mut t = HeaderMap::new();
-    t.insert("grpc-status", HeaderValue::from(status.code() as i32));
-    if let Ok(v) = HeaderValue::from_str(status.message())
-        && !status.message().is_empty()
-    {
-        t.insert("grpc-message", v);
-    }
-    t
-}
-
 /// One listener's response body: shared frames, then `grpc-status` trailers. On shutdown the
 /// live domain ends every feed, and the trailers then say `UNAVAILABLE`.
 struct LiveBody {
@@ -261,29 +241,21 @@ impl LiveBody {
             done: false,
         }
     }
-
-    fn end(&mut self, status: Status) -> Poll<Option<Result<Frame<Bytes>, Status>>> {
-        self.done = true;
-        Poll::Ready(Some(Ok(Frame::trailers(trailers(&status)))))
-    }
 }
 
 impl HttpBody for LiveBody {
     type Data = Bytes;
     type Error = Status;
 
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, Status>>> {
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Polled {
         if self.done {
             return Poll::Ready(None);
         }
         match self.feed.as_mut().poll_next(cx) {
             Poll::Ready(Some(page)) => Poll::Ready(Some(Ok(Frame::data(wire(self.id, &page))))),
             Poll::Ready(None) => {
-                let status = end_status(&self.shutdown);
-                self.end(status)
+                self.done = true;
+                live_end(&self.shutdown)
             }
             Poll::Pending => Poll::Pending,
         }

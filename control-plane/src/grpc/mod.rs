@@ -13,6 +13,7 @@ pub mod notification;
 pub mod rate_limit;
 pub mod status;
 pub mod stream;
+pub mod trailers;
 
 use tonic::{Request, Status};
 

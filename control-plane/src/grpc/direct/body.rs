@@ -9,14 +9,17 @@ use std::{
 };
 
 use bytes::Bytes;
-use http_body::{Body as HttpBody, Frame};
+use http_body::Body as HttpBody;
 use tokio::time::{Instant, Sleep};
 use tonic::Status;
 
 use super::conn::Conn;
 use crate::{
     domain::live::{Attached, Page, Pushed, Sink},
-    grpc::live_audio::{end_status, trailers, wire_frame},
+    grpc::{
+        live_audio::wire_frame,
+        trailers::{Polled, live_end},
+    },
     shutdown::Shutdown,
 };
 
@@ -97,10 +100,7 @@ impl HttpBody for DirectBody {
     type Data = Bytes;
     type Error = Status;
 
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, Status>>> {
+    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Polled {
         if self.done {
             return Poll::Ready(None);
         }
@@ -122,8 +122,7 @@ impl HttpBody for DirectBody {
                 "listener too slow to take the end of the stream",
             ))));
         }
-        let status = end_status(&self.shutdown);
-        Poll::Ready(Some(Ok(Frame::trailers(trailers(&status)))))
+        live_end(&self.shutdown)
     }
 
     fn is_end_stream(&self) -> bool {

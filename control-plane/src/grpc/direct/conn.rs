@@ -1229,15 +1229,20 @@ mod tests {
         assert_eq!(st.live[0].pages, 1);
     }
 
-    #[tokio::test]
-    async fn claims_only_an_unambiguous_stream() {
+    /// A loopback TCP connection: (client end, server end).
+    async fn connected() -> (TcpStream, TcpStream) {
         let l = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("binds");
-        let _client = TcpStream::connect(l.local_addr().expect("addr"))
+        let client = TcpStream::connect(l.local_addr().expect("addr"))
             .await
             .expect("connects");
-        let (server, _) = l.accept().await.expect("accepts");
+        (client, l.accept().await.expect("accepts").0)
+    }
+
+    #[tokio::test]
+    async fn claims_only_an_unambiguous_stream() {
+        let (_client, server) = connected().await;
         let io = ConnIo::new(server, true);
         let conn = io.conn.clone();
         let mut first = PREFACE_AND_SETTINGS.to_vec();
@@ -1280,13 +1285,7 @@ mod tests {
 
     #[tokio::test]
     async fn live_bytes_are_taken_out_of_the_updates_hyper_reads() {
-        let l = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("binds");
-        let _client = TcpStream::connect(l.local_addr().expect("addr"))
-            .await
-            .expect("connects");
-        let (sock, _) = l.accept().await.expect("accepts");
+        let (_client, sock) = connected().await;
         for step in [1, 2, 5, 9, 12, 13, 100] {
             let mut st = State::new();
             let mut bytes = PREFACE_AND_SETTINGS.to_vec();

@@ -3,17 +3,23 @@
 
 mod backend;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 pub use backend::{Backend, nats_url, require_services};
+use sqlx::{Connection, Executor};
 use tonic::{
     Request,
     metadata::MetadataValue,
     transport::{Channel, Endpoint},
 };
 use veza_control_plane::{Config, RunningServer};
-use veza_proto::auth::{
-    AuthenticateRequest, RegisterRequest, auth_service_client::AuthServiceClient,
+use veza_proto::{
+    auth::{
+        AuthenticateRequest, CreateApiKeyRequest, RegisterRequest,
+        auth_service_client::AuthServiceClient,
+    },
+    chat::{CreateRoomRequest, chat_service_client::ChatServiceClient},
+    stream::StartStreamRequest,
 };
 
 /// Runs an async test body once on SQLite and once on PostgreSQL.
@@ -186,6 +192,27 @@ impl TestServer {
         )
     }
 
+    /// Creates an API key named `name` with `scopes` as `admin`: the key.
+    pub async fn new_api_key(&self, admin: &str, name: &str, scopes: &[&str]) -> String {
+        let req = CreateApiKeyRequest {
+            name: name.into(),
+            scopes: scopes.iter().map(|s| s.to_string()).collect(),
+        };
+        let created = self.auth().await.create_api_key(bearer(admin, req)).await;
+        created.unwrap().into_inner().api_key
+    }
+
+    /// Creates a public room named `r` as `token`: its id.
+    pub async fn room(&self, token: &str) -> i64 {
+        let req = CreateRoomRequest {
+            name: "r".into(),
+            ..Default::default()
+        };
+        let mut c = ChatServiceClient::new(self.channel().await);
+        let created = c.create_room(bearer(token, req)).await.unwrap();
+        created.into_inner().room.unwrap().room_id
+    }
+
     /// The running server's database handle.
     pub fn db(&self) -> veza_storage::Db {
         self.server.as_ref().expect("running").db.clone()
@@ -221,6 +248,17 @@ pub fn bearer<T>(token: &str, msg: T) -> Request<T> {
     with_header(msg, "authorization", &format!("Bearer {token}"))
 }
 
+/// A live stream of 48 kHz stereo PCM titled `on air`.
+pub fn on_air() -> StartStreamRequest {
+    StartStreamRequest {
+        title: "on air".into(),
+        sample_rate: 48_000,
+        channels: 2,
+        codec: "pcm_s16le".into(),
+        ..Default::default()
+    }
+}
+
 /// Wraps `msg` in a request carrying `x-api-key`.
 pub fn api_key<T>(key: &str, msg: T) -> Request<T> {
     with_header(msg, "x-api-key", key)
@@ -232,4 +270,58 @@ pub fn with_header<T>(msg: T, name: &'static str, value: &str) -> Request<T> {
     let value: MetadataValue<_> = value.parse().expect("ascii metadata");
     req.metadata_mut().insert(name, value);
     req
+}
+
+/// Holds the database's write lock (SQLite) or a lock on `events` (PostgreSQL), so the
+/// analytics writer cannot drain its queue.
+pub enum WriteBlock {
+    Sqlite(sqlx::SqliteConnection),
+    Postgres(sqlx::PgConnection),
+}
+
+impl WriteBlock {
+    pub async fn take(s: &TestServer) -> WriteBlock {
+        let url = &s.config.database_url;
+        if s.backend == Backend::Sqlite {
+            let mut conn = sqlx::SqliteConnection::connect(url).await.unwrap();
+            conn.execute("BEGIN IMMEDIATE").await.unwrap();
+            WriteBlock::Sqlite(conn)
+        } else {
+            let mut conn = sqlx::PgConnection::connect(url).await.unwrap();
+            conn.execute("BEGIN; LOCK TABLE events IN SHARE MODE")
+                .await
+                .unwrap();
+            WriteBlock::Postgres(conn)
+        }
+    }
+
+    pub async fn release(self) {
+        match self {
+            WriteBlock::Sqlite(mut c) => c.execute("ROLLBACK").await.map(drop).unwrap(),
+            WriteBlock::Postgres(mut c) => c.execute("ROLLBACK").await.map(drop).unwrap(),
+        }
+    }
+}
+
+/// Makes a self-signed `localhost` server certificate in `dir` with openssl: (cert, key, how
+/// openssl ended).
+pub fn self_signed(dir: &Path) -> (PathBuf, PathBuf, std::io::Result<std::process::Output>) {
+    let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
+    let made = std::process::Command::new("openssl")
+        .args(["req", "-x509", "-newkey", "ec", "-pkeyopt"])
+        .args(["ec_paramgen_curve:prime256v1", "-nodes", "-days", "1"])
+        .args([
+            "-subj",
+            "/CN=localhost",
+            "-addext",
+            "subjectAltName=DNS:localhost",
+        ])
+        .args(["-addext", "basicConstraints=critical,CA:FALSE"])
+        .args(["-addext", "extendedKeyUsage=serverAuth"])
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .output();
+    (cert, key, made)
 }

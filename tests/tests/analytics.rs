@@ -5,32 +5,17 @@
 use std::{collections::HashMap, time::Duration};
 
 use futures::StreamExt;
-use sqlx::{Connection, Executor};
 use tonic::{Code, Request, transport::Channel};
 use veza_proto::{
     analytics::{analytics_service_client::AnalyticsServiceClient as Client, *},
-    auth::{AuthenticateRequest, CreateApiKeyRequest},
+    auth::AuthenticateRequest,
 };
-use veza_tests::{Backend, TestServer, api_key, bearer, on_both_backends};
+use veza_tests::{Backend, TestServer, WriteBlock, api_key, bearer, on_both_backends};
 
 const HOUR: i64 = 3_600_000;
 
 async fn client(s: &TestServer) -> Client<Channel> {
     Client::new(s.channel().await)
-}
-
-async fn key(s: &TestServer, admin: &str, scopes: &[&str]) -> String {
-    let req = CreateApiKeyRequest {
-        name: "svc".into(),
-        scopes: scopes.iter().map(|s| s.to_string()).collect(),
-    };
-    s.auth()
-        .await
-        .create_api_key(bearer(admin, req))
-        .await
-        .unwrap()
-        .into_inner()
-        .api_key
 }
 
 fn ts(ms: i64) -> Option<prost_types::Timestamp> {
@@ -133,8 +118,8 @@ async fn track_event_permissions_and_validation(b: Backend) {
         .await
         .unwrap();
 
-    let writer = key(&s, &admin, &["analytics:write"]).await;
-    let reader = key(&s, &admin, &["analytics:read"]).await;
+    let writer = s.new_api_key(&admin, "svc", &["analytics:write"]).await;
+    let reader = s.new_api_key(&admin, "svc", &["analytics:read"]).await;
     c.track_event(api_key(&writer, event("click", bob, None, &[])))
         .await
         .unwrap();
@@ -202,7 +187,7 @@ async fn buckets_count_exactly(b: Backend) {
         return;
     };
     let (_, admin) = s.admin().await;
-    let writer = key(&s, &admin, &["analytics:write"]).await;
+    let writer = s.new_api_key(&admin, "svc", &["analytics:write"]).await;
     let mut c = client(&s).await;
     let base = (now_ms() - 5 * HOUR) / HOUR * HOUR;
     let m = 60_000;
@@ -311,7 +296,7 @@ async fn buckets_count_exactly(b: Backend) {
     assert_eq!(r.buckets.len(), 1, "interval 0 means hourly");
 
     // Readers: admins and analytics:read keys only.
-    let reader = key(&s, &admin, &["analytics:read"]).await;
+    let reader = s.new_api_key(&admin, "svc", &["analytics:read"]).await;
     let r = c
         .get_analytics(api_key(
             &reader,
@@ -446,7 +431,7 @@ async fn stream_events_live_and_filtered(b: Backend) {
         .await
         .unwrap()
         .into_inner();
-    let reader = key(&s, &admin, &["analytics:read"]).await;
+    let reader = s.new_api_key(&admin, "svc", &["analytics:read"]).await;
     let mut all = c
         .stream_events(api_key(&reader, StreamEventsRequest::default()))
         .await
@@ -654,36 +639,6 @@ async fn metrics_rpcs(b: Backend) {
         Code::Unauthenticated
     );
     s.stop().await;
-}
-
-/// Holds the database's write lock (SQLite) or a lock on `events` (PostgreSQL) until dropped.
-enum WriteBlock {
-    Sqlite(sqlx::SqliteConnection),
-    Postgres(sqlx::PgConnection),
-}
-
-impl WriteBlock {
-    async fn take(s: &TestServer) -> WriteBlock {
-        let url = &s.config.database_url;
-        if s.backend == Backend::Sqlite {
-            let mut conn = sqlx::SqliteConnection::connect(url).await.unwrap();
-            conn.execute("BEGIN IMMEDIATE").await.unwrap();
-            WriteBlock::Sqlite(conn)
-        } else {
-            let mut conn = sqlx::PgConnection::connect(url).await.unwrap();
-            conn.execute("BEGIN; LOCK TABLE events IN SHARE MODE")
-                .await
-                .unwrap();
-            WriteBlock::Postgres(conn)
-        }
-    }
-
-    async fn release(self) {
-        match self {
-            WriteBlock::Sqlite(mut c) => c.execute("ROLLBACK").await.map(drop).unwrap(),
-            WriteBlock::Postgres(mut c) => c.execute("ROLLBACK").await.map(drop).unwrap(),
-        }
-    }
 }
 
 async fn full_queue_answers_resource_exhausted(b: Backend) {

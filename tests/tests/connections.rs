@@ -59,6 +59,18 @@ async fn closed_within(mut s: TcpStream, within: Duration) -> bool {
     read.await.is_ok()
 }
 
+/// An HTTP/1.1 keep-alive connection after one answered `GET /healthz`.
+async fn kept_alive(http: SocketAddr) -> TcpStream {
+    let mut h1 = TcpStream::connect(http).await.expect("connects");
+    h1.write_all(b"GET /healthz HTTP/1.1\r\nHost: veza\r\n\r\n")
+        .await
+        .expect("request");
+    let mut buf = [0u8; 512];
+    let n = h1.read(&mut buf).await.expect("answer");
+    assert!(buf[..n].starts_with(b"HTTP/1.1 200"));
+    h1
+}
+
 /// A plain HTTP/1.1 `GET /healthz` from 127.0.0.1; the status line.
 async fn healthz(http: SocketAddr) -> String {
     let mut s = TcpStream::connect(http).await.expect("connects");
@@ -273,13 +285,7 @@ async fn idle_connections_are_closed_busy_ones_are_not() {
         .await
         .expect("preface");
     // HTTP/1.1 keep-alive after one answered request.
-    let mut h1 = TcpStream::connect(http).await.expect("connects");
-    h1.write_all(b"GET /healthz HTTP/1.1\r\nHost: veza\r\n\r\n")
-        .await
-        .expect("request");
-    let mut buf = [0u8; 512];
-    let n = h1.read(&mut buf).await.expect("answer");
-    assert!(buf[..n].starts_with(b"HTTP/1.1 200"));
+    let h1 = kept_alive(http).await;
     // A connection carrying a stream is not idle.
     let mut h = HealthClient::new(s.channel().await);
     let mut w = watch(&mut h).await.expect("Watch");
@@ -411,15 +417,7 @@ async fn keep_alive_waits_for_the_next_request_at_most_the_header_timeout() {
         return;
     };
     assert_eq!(s.config.idle_timeout, Duration::from_secs(60));
-    let mut h1 = TcpStream::connect(addr(&s.http_url))
-        .await
-        .expect("connects");
-    h1.write_all(b"GET /healthz HTTP/1.1\r\nHost: veza\r\n\r\n")
-        .await
-        .expect("request");
-    let mut buf = [0u8; 512];
-    let n = h1.read(&mut buf).await.expect("answer");
-    assert!(buf[..n].starts_with(b"HTTP/1.1 200"));
+    let h1 = kept_alive(addr(&s.http_url)).await;
     assert!(closed_within(h1, Duration::from_secs(10)).await);
     s.stop().await;
 }
@@ -429,22 +427,7 @@ async fn keep_alive_waits_for_the_next_request_at_most_the_header_timeout() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tls_connections_that_never_start_are_closed() {
     let dir = tempfile::tempdir().expect("temp dir");
-    let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
-    let made = std::process::Command::new("openssl")
-        .args([
-            "req",
-            "-x509",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:prime256v1",
-        ])
-        .args(["-nodes", "-days", "1", "-subj", "/CN=localhost"])
-        .arg("-keyout")
-        .arg(&key)
-        .arg("-out")
-        .arg(&cert)
-        .output();
+    let (cert, key, made) = veza_tests::self_signed(dir.path());
     if !made.is_ok_and(|o| o.status.success()) {
         eprintln!("SKIPPED: openssl unavailable to make a test certificate");
         return;

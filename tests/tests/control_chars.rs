@@ -4,7 +4,7 @@
 
 use std::{collections::HashMap, time::Duration};
 
-use tonic::{Code, Status, transport::Channel};
+use tonic::{Code, Status};
 use veza_control_plane::{bus::Bus, domain::chat::MessageWriter};
 use veza_proto::{
     analytics::{
@@ -26,22 +26,6 @@ fn invalid<T: std::fmt::Debug>(r: Result<T, Status>, field: &str) {
     assert!(e.message().starts_with(field), "{field}: {}", e.message());
 }
 
-async fn room(c: &mut ChatServiceClient<Channel>, token: &str) -> i64 {
-    c.create_room(bearer(
-        token,
-        CreateRoomRequest {
-            name: "r".into(),
-            ..Default::default()
-        },
-    ))
-    .await
-    .unwrap()
-    .into_inner()
-    .room
-    .unwrap()
-    .room_id
-}
-
 fn message(room_id: i64, content: &str) -> SendMessageRequest {
     SendMessageRequest {
         room_id,
@@ -59,7 +43,7 @@ async fn nul_in_one_message_fails_only_that_call(b: Backend) {
     let (_, alice) = s.user("alice").await;
     let (_, bob) = s.user("bob").await;
     let mut c = ChatServiceClient::new(s.channel().await);
-    let (ra, rb) = (room(&mut c, &alice).await, room(&mut c, &bob).await);
+    let (ra, rb) = (s.room(&alice).await, s.room(&bob).await);
     for round in 0..3 {
         let mut sends = Vec::new();
         for i in 0..50 {
@@ -111,7 +95,7 @@ async fn control_characters_are_refused_everywhere(b: Backend) {
         chat.create_room(bad_room("ok", "d\u{7}")).await,
         "description",
     );
-    let r = room(&mut chat, &alice_t).await;
+    let r = s.room(&alice_t).await;
     invalid(
         chat.send_message(bearer(&alice_t, message(r, "bell \u{7}")))
             .await,

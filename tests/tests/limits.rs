@@ -6,7 +6,6 @@
 use std::{collections::BTreeMap, net::SocketAddr, time::Duration};
 
 use futures::future::join_all;
-use sqlx::{Connection, Executor};
 use tonic::{Code, Status, transport::Channel};
 use tonic_types::StatusExt;
 use veza_proto::{
@@ -15,9 +14,9 @@ use veza_proto::{
         AuthenticateRequest, GetUserInfoRequest, RegisterRequest,
         auth_service_client::AuthServiceClient,
     },
-    stream::{StartStreamRequest, UploadAudioRequest, stream_service_client::StreamServiceClient},
+    stream::{UploadAudioRequest, stream_service_client::StreamServiceClient},
 };
-use veza_tests::{Backend, TestServer, bearer, on_both_backends};
+use veza_tests::{Backend, TestServer, WriteBlock, bearer, on_air, on_both_backends};
 
 /// Free failures per account before the first wait (`LoginPolicy::ACCOUNT`).
 const ACCOUNT_FREE: usize = 30;
@@ -293,16 +292,7 @@ async fn live_streams_on_air_are_limited_per_user(b: Backend) {
     let c = StreamServiceClient::new(s.channel().await);
     let start = |token: &str| {
         let mut c = c.clone();
-        let req = bearer(
-            token,
-            StartStreamRequest {
-                title: "on air".into(),
-                sample_rate: 48_000,
-                channels: 2,
-                codec: "pcm_s16le".into(),
-                ..Default::default()
-            },
-        );
+        let req = bearer(token, on_air());
         async move { c.start_stream(req).await.map_err(|e| e.code()) }
     };
     let results = join_all((0..8).map(|_| start(&alice))).await;
@@ -315,37 +305,6 @@ async fn live_streams_on_air_are_limited_per_user(b: Backend) {
     }));
     start(&bob).await.expect("bob has his own quota");
     s.stop().await;
-}
-
-/// Holds the database's write lock (SQLite) or the events table (PostgreSQL), so the analytics
-/// writer cannot drain its queue.
-enum WriteBlock {
-    Sqlite(sqlx::SqliteConnection),
-    Postgres(sqlx::PgConnection),
-}
-
-impl WriteBlock {
-    async fn take(s: &TestServer) -> WriteBlock {
-        let url = &s.config.database_url;
-        if s.backend == Backend::Sqlite {
-            let mut conn = sqlx::SqliteConnection::connect(url).await.unwrap();
-            conn.execute("BEGIN IMMEDIATE").await.unwrap();
-            WriteBlock::Sqlite(conn)
-        } else {
-            let mut conn = sqlx::PgConnection::connect(url).await.unwrap();
-            conn.execute("BEGIN; LOCK TABLE events IN SHARE MODE")
-                .await
-                .unwrap();
-            WriteBlock::Postgres(conn)
-        }
-    }
-
-    async fn release(self) {
-        match self {
-            WriteBlock::Sqlite(mut c) => c.execute("ROLLBACK").await.map(drop).unwrap(),
-            WriteBlock::Postgres(mut c) => c.execute("ROLLBACK").await.map(drop).unwrap(),
-        }
-    }
 }
 
 fn event() -> TrackEventRequest {

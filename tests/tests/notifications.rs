@@ -8,7 +8,6 @@ use futures::StreamExt;
 use tonic::{Code, Request, transport::Channel};
 use veza_control_plane::{bus::Bus, domain::Notifier, metrics::Metrics};
 use veza_proto::{
-    auth::CreateApiKeyRequest,
     common::Pagination,
     notification::{notification_service_client::NotificationServiceClient as Client, *},
 };
@@ -16,20 +15,6 @@ use veza_tests::{Backend, TestServer, api_key, bearer, nats_url, on_both_backend
 
 async fn client(s: &TestServer) -> Client<Channel> {
     Client::new(s.channel().await)
-}
-
-async fn key(s: &TestServer, admin: &str, scopes: &[&str]) -> String {
-    let req = CreateApiKeyRequest {
-        name: "svc".into(),
-        scopes: scopes.iter().map(|s| s.to_string()).collect(),
-    };
-    s.auth()
-        .await
-        .create_api_key(bearer(admin, req))
-        .await
-        .unwrap()
-        .into_inner()
-        .api_key
 }
 
 fn send_req(users: &[i64], title: &str) -> SendNotificationRequest {
@@ -73,13 +58,13 @@ async fn send_permissions_and_validation(b: Backend) {
         .await
         .unwrap_err();
     assert_eq!(e.code(), Code::PermissionDenied);
-    let unscoped = key(&s, &admin, &["analytics:write"]).await;
+    let unscoped = s.new_api_key(&admin, "svc", &["analytics:write"]).await;
     let e = c
         .send_notification(api_key(&unscoped, send_req(&[bob], "x")))
         .await
         .unwrap_err();
     assert_eq!(e.code(), Code::PermissionDenied);
-    let scoped = key(&s, &admin, &["notifications:send"]).await;
+    let scoped = s.new_api_key(&admin, "svc", &["notifications:send"]).await;
     let ok = c
         .send_notification(api_key(&scoped, send_req(&[bob], "from a service")))
         .await
@@ -245,7 +230,7 @@ async fn list_paginates_newest_first_and_only_own(b: Backend) {
         assert_eq!(e.code(), Code::InvalidArgument);
     }
     // Notifications belong to users: an API key has none to read.
-    let svc = key(&s, &admin, &["notifications:send"]).await;
+    let svc = s.new_api_key(&admin, "svc", &["notifications:send"]).await;
     let e = c
         .get_notifications(api_key(&svc, GetNotificationsRequest::default()))
         .await
@@ -501,12 +486,8 @@ async fn stream_resumes_gap_free_under_concurrent_sends(b: Backend) {
         .await
         .unwrap_err();
     assert_eq!(e.code(), Code::InvalidArgument);
-    let svc = key(
-        &s,
-        &s.login("root@example.com", "admin password").await.0,
-        &["notifications:send"],
-    )
-    .await;
+    let root = s.login("root@example.com", "admin password").await.0;
+    let svc = s.new_api_key(&root, "svc", &["notifications:send"]).await;
     let e = c
         .stream_notifications(api_key(&svc, StreamNotificationsRequest::default()))
         .await

@@ -4,7 +4,7 @@
 
 use tonic::{Code, transport::Channel};
 use veza_proto::{
-    auth::{CreateApiKeyRequest, RefreshTokenRequest},
+    auth::RefreshTokenRequest,
     chat::{
         CreateRoomRequest, JoinRoomRequest, SendMessageRequest,
         chat_service_client::ChatServiceClient,
@@ -15,20 +15,6 @@ use veza_proto::{
     },
 };
 use veza_tests::{Backend, TestServer, api_key, bearer, on_both_backends};
-
-async fn key(s: &TestServer, admin: &str, scopes: &[&str]) -> String {
-    let req = CreateApiKeyRequest {
-        name: "svc".into(),
-        scopes: scopes.iter().map(|s| s.to_string()).collect(),
-    };
-    s.auth()
-        .await
-        .create_api_key(bearer(admin, req))
-        .await
-        .unwrap()
-        .into_inner()
-        .api_key
-}
 
 async fn stream_client(s: &TestServer) -> StreamServiceClient<Channel> {
     StreamServiceClient::new(s.channel().await)
@@ -61,7 +47,7 @@ async fn uploads_need_stream_publish(b: Backend) {
     let (alice, alice_t) = s.user("alice").await;
     let mut c = stream_client(&s).await;
     for scopes in [&["analytics:read"][..], &["analytics:write", "chat:write"]] {
-        let k = key(&s, &admin, scopes).await;
+        let k = s.new_api_key(&admin, "svc", scopes).await;
         let e = c
             .upload_audio(api_key(&k, track(alice, false)))
             .await
@@ -82,7 +68,7 @@ async fn uploads_need_stream_publish(b: Backend) {
         let row = s.db().media(id).await.unwrap().unwrap();
         assert_eq!(row.status, "uploading");
     }
-    let publisher = key(&s, &admin, &["stream:publish"]).await;
+    let publisher = s.new_api_key(&admin, "svc", &["stream:publish"]).await;
     let r = c
         .upload_audio(api_key(&publisher, track(alice, false)))
         .await

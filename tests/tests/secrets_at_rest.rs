@@ -106,30 +106,37 @@ async fn nats_credentials_stay_out_of_errors() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_hs256_secret_can_come_from_a_file() {
+/// The options of `veza serve --config /dev/null --jwt-alg hs256` plus `args`.
+fn hs256_serve(args: &[&str]) -> veza_control_plane::config::Options {
     use clap::Parser;
     use veza_control_plane::cli::{Cli, Command};
 
-    let dir = tempfile::tempdir().unwrap();
-    let secret = "a-secret-of-at-least-32-bytes-from-a-file";
-    let file = dir.path().join("jwt.secret");
-    std::fs::write(&file, format!("{secret}\n")).unwrap();
-    let cli = Cli::try_parse_from([
+    let head = [
         "veza",
         "serve",
         "--config",
         "/dev/null",
         "--jwt-alg",
         "hs256",
-        "--jwt-secret-file",
-        file.to_str().unwrap(),
-    ])
-    .unwrap();
+    ];
+    let cli = Cli::try_parse_from(head.iter().chain(args)).unwrap();
     let Command::Serve(opts) = cli.command else {
         panic!("serve")
     };
-    let jwt = opts.resolve().unwrap().jwt;
+    opts
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_hs256_secret_can_come_from_a_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let secret = "a-secret-of-at-least-32-bytes-from-a-file";
+    let file = dir.path().join("jwt.secret");
+    std::fs::write(&file, format!("{secret}\n")).unwrap();
+    let file = file.to_str().unwrap();
+    let jwt = hs256_serve(&["--jwt-secret-file", file])
+        .resolve()
+        .unwrap()
+        .jwt;
     let s = TestServer::start_with(Backend::Sqlite, |c| c.jwt = jwt)
         .await
         .expect("sqlite");
@@ -140,22 +147,7 @@ async fn the_hs256_secret_can_come_from_a_file() {
     jsonwebtoken::decode::<serde_json::Value>(&token, &key, &v)
         .expect("token signed with the file's secret (trailing newline dropped)");
 
-    let both = Cli::try_parse_from([
-        "veza",
-        "serve",
-        "--config",
-        "/dev/null",
-        "--jwt-alg",
-        "hs256",
-        "--jwt-secret",
-        secret,
-        "--jwt-secret-file",
-        file.to_str().unwrap(),
-    ])
-    .unwrap();
-    let Command::Serve(opts) = both.command else {
-        panic!("serve")
-    };
-    let err = opts.resolve().unwrap_err().to_string();
+    let both = hs256_serve(&["--jwt-secret", secret, "--jwt-secret-file", file]);
+    let err = both.resolve().unwrap_err().to_string();
     assert!(err.contains("exclude each other"), "{err}");
 }

@@ -10,18 +10,18 @@ use veza_proto::{
     analytics::{StreamEventsRequest, analytics_service_client::AnalyticsServiceClient},
     auth::{CreateApiKeyRequest, RevokeApiKeyRequest, RevokeTokenRequest},
     chat::{
-        ChatMessage, CreateRoomRequest, JoinRoomRequest, LeaveRoomRequest, SendMessageRequest,
-        StreamMessagesRequest, StreamRoomActivityRequest, chat_service_client::ChatServiceClient,
+        ChatMessage, JoinRoomRequest, LeaveRoomRequest, SendMessageRequest, StreamMessagesRequest,
+        StreamRoomActivityRequest, chat_service_client::ChatServiceClient,
     },
     notification::{
         StreamNotificationsRequest, notification_service_client::NotificationServiceClient,
     },
     stream::{
-        AudioChunk, GetStreamInfoRequest, StartStreamRequest, StreamAudioRequest,
-        UploadAudioRequest, stream_service_client::StreamServiceClient,
+        AudioChunk, GetStreamInfoRequest, StreamAudioRequest, UploadAudioRequest,
+        stream_service_client::StreamServiceClient,
     },
 };
-use veza_tests::{Backend, TestServer, api_key, bearer, on_both_backends};
+use veza_tests::{Backend, TestServer, api_key, bearer, on_air, on_both_backends};
 
 const WITHIN: Duration = Duration::from_secs(5);
 
@@ -48,20 +48,7 @@ async fn revoked_session_ends_chat_and_notification_streams(b: Backend) {
         .await;
     let (token, refresh) = s.login("alice@example.com", "correct horse battery").await;
     let mut chat = ChatServiceClient::new(s.channel().await);
-    let room = chat
-        .create_room(bearer(
-            &token,
-            CreateRoomRequest {
-                name: "r".into(),
-                ..Default::default()
-            },
-        ))
-        .await
-        .unwrap()
-        .into_inner()
-        .room
-        .unwrap()
-        .room_id;
+    let room = s.room(&token).await;
     let (tx, rx) = tokio::sync::mpsc::channel::<ChatMessage>(4);
     let mut chat_stream = chat
         .chat_stream(bearer(
@@ -86,17 +73,7 @@ async fn revoked_session_ends_chat_and_notification_streams(b: Backend) {
         .unwrap()
         .into_inner();
 
-    s.auth()
-        .await
-        .revoke_token(bearer(
-            &token,
-            RevokeTokenRequest {
-                token: refresh,
-                token_type_hint: "refresh_token".into(),
-            },
-        ))
-        .await
-        .unwrap();
+    revoke_session(&s, &token, refresh).await;
     assert_eq!(
         ending(&mut chat_stream, WITHIN).await.code(),
         Code::Unauthenticated
@@ -207,17 +184,7 @@ async fn revoked_session_cuts_an_upload(b: Backend) {
         }
     });
     tokio::time::sleep(Duration::from_millis(300)).await;
-    s.auth()
-        .await
-        .revoke_token(bearer(
-            &token,
-            RevokeTokenRequest {
-                token: refresh,
-                token_type_hint: "refresh_token".into(),
-            },
-        ))
-        .await
-        .unwrap();
+    revoke_session(&s, &token, refresh).await;
     let ended = tokio::time::timeout(WITHIN, call)
         .await
         .expect("the upload is still open")
@@ -236,20 +203,7 @@ async fn leaving_a_room_ends_its_feeds(b: Backend) {
     let (_, alice) = s.user("alice").await;
     let (bob_id, bob) = s.user("bob").await;
     let mut c = ChatServiceClient::new(s.channel().await);
-    let room = c
-        .create_room(bearer(
-            &alice,
-            CreateRoomRequest {
-                name: "r".into(),
-                ..Default::default()
-            },
-        ))
-        .await
-        .unwrap()
-        .into_inner()
-        .room
-        .unwrap()
-        .room_id;
+    let room = s.room(&alice).await;
     c.join_room(bearer(&bob, JoinRoomRequest { room_id: room }))
         .await
         .unwrap();
@@ -353,16 +307,7 @@ async fn revoked_sessions_end_live_listening_and_publishing(b: Backend) {
     let (fan, fan_refresh) = s.login("fan@example.com", "correct horse battery").await;
     let mut c = StreamServiceClient::new(s.channel().await);
     let id = c
-        .start_stream(bearer(
-            &dj,
-            StartStreamRequest {
-                title: "on air".into(),
-                sample_rate: 48_000,
-                channels: 2,
-                codec: "pcm_s16le".into(),
-                ..Default::default()
-            },
-        ))
+        .start_stream(bearer(&dj, on_air()))
         .await
         .unwrap()
         .into_inner()

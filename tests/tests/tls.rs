@@ -1,7 +1,5 @@
 //! TLS (rustls) when a certificate and key are configured.
 
-use std::process::Command;
-
 use tonic::transport::{Certificate, ClientTlsConfig, Endpoint};
 use veza_proto::auth::{RegisterRequest, auth_service_client::AuthServiceClient};
 use veza_tests::{Backend, TestServer};
@@ -9,32 +7,7 @@ use veza_tests::{Backend, TestServer};
 #[tokio::test]
 async fn serves_grpc_over_tls() {
     let dir = tempfile::tempdir().unwrap();
-    let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
-    let made = Command::new("openssl")
-        .args([
-            "req",
-            "-x509",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:prime256v1",
-            "-nodes",
-            "-days",
-            "1",
-            "-subj",
-            "/CN=localhost",
-            "-addext",
-            "subjectAltName=DNS:localhost",
-            "-addext",
-            "basicConstraints=critical,CA:FALSE",
-            "-addext",
-            "extendedKeyUsage=serverAuth",
-        ])
-        .arg("-keyout")
-        .arg(&key)
-        .arg("-out")
-        .arg(&cert)
-        .output();
+    let (cert, key, made) = veza_tests::self_signed(dir.path());
     match made {
         Ok(o) if o.status.success() => {}
         other => {

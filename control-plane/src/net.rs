@@ -248,20 +248,45 @@ impl Drop for PublicPermit {
 
 type BoxFuture<T, E> = Pin<Box<dyn Future<Output = Result<T, E>> + Send>>;
 
-impl<S> Service<http::Request<Body>> for PublicStreams<S>
-where
-    S: Service<http::Request<Body>, Response = http::Response<Body>> + Send + 'static,
-    S::Future: Send + 'static,
+/// The services the wrappers here go around.
+pub trait Wrapped:
+    Service<http::Request<Body>, Response = http::Response<Body>, Future: Send + 'static>
+    + Send
+    + 'static
 {
-    type Response = http::Response<Body>;
-    type Error = S::Error;
-    type Future = BoxFuture<http::Response<Body>, S::Error>;
+}
 
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
-        self.inner.poll_ready(cx)
-    }
+impl<S> Wrapped for S where
+    S: Service<http::Request<Body>, Response = http::Response<Body>, Future: Send + 'static>
+        + Send
+        + 'static
+{
+}
 
-    fn call(&mut self, req: http::Request<Body>) -> Self::Future {
+/// `Service` for a wrapper `$ty<S>`: ready when its `inner` is, calls go to its `answer`.
+macro_rules! wrapper_service {
+    ($ty:ident) => {
+        impl<S: Wrapped> Service<http::Request<Body>> for $ty<S> {
+            type Response = http::Response<Body>;
+            type Error = S::Error;
+            type Future = BoxFuture<http::Response<Body>, S::Error>;
+
+            fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
+                self.inner.poll_ready(cx)
+            }
+
+            fn call(&mut self, req: http::Request<Body>) -> Self::Future {
+                self.answer(req)
+            }
+        }
+    };
+}
+
+wrapper_service!(PublicStreams);
+wrapper_service!(UnaryDeadline);
+
+impl<S: Wrapped> PublicStreams<S> {
+    fn answer(&mut self, req: http::Request<Body>) -> BoxFuture<http::Response<Body>, S::Error> {
         let info = conn_info(&req);
         if let Some(c) = info {
             c.requested
@@ -371,20 +396,8 @@ pub struct UnaryDeadline<S> {
     timeout: Duration,
 }
 
-impl<S> Service<http::Request<Body>> for UnaryDeadline<S>
-where
-    S: Service<http::Request<Body>, Response = http::Response<Body>> + Send + 'static,
-    S::Future: Send + 'static,
-{
-    type Response = http::Response<Body>;
-    type Error = S::Error;
-    type Future = BoxFuture<http::Response<Body>, S::Error>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
-        self.inner.poll_ready(cx)
-    }
-
-    fn call(&mut self, req: http::Request<Body>) -> Self::Future {
+impl<S: Wrapped> UnaryDeadline<S> {
+    fn answer(&mut self, req: http::Request<Body>) -> BoxFuture<http::Response<Body>, S::Error> {
         let applies =
             !req.headers().contains_key("grpc-timeout") && UNARY.contains(req.uri().path());
         let fut = self.inner.call(req);

@@ -4,12 +4,12 @@
 //! request-head and idle timeouts ([`serve_http`]).
 
 use std::{
-    collections::{HashMap, HashSet},
+    collections::HashMap,
     future::Future,
     io,
     net::IpAddr,
     pin::Pin,
-    sync::{Arc, LazyLock, Mutex},
+    sync::{Arc, Mutex},
     task::{Context, Poll, ready},
     time::{Duration, Instant},
 };
@@ -19,7 +19,6 @@ use prometheus_client::{
     encoding::EncodeLabelSet,
     metrics::{counter::Counter, family::Family, gauge::Gauge},
 };
-use prost::Message;
 use tokio::{
     io::{AsyncRead, AsyncWrite, ReadBuf},
     net::{TcpListener, TcpStream},
@@ -28,11 +27,7 @@ use tokio::{
 use tonic::{Status, body::Body};
 use tower::{Layer, Service};
 
-use crate::{
-    grpc::{direct::ConnInfo, trailers::Polled},
-    metrics::Metrics,
-    shutdown::Shutdown,
-};
+use crate::{grpc::trailers::Polled, metrics::Metrics, shutdown::Shutdown};
 
 /// The labels of `veza_connections_refused_total`.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -154,15 +149,6 @@ impl Drop for Slot {
         drop(c);
         self.limits.open.dec();
     }
-}
-
-/// What the gRPC port knows of the connection a request came on.
-fn conn_info<B>(req: &http::Request<B>) -> Option<&ConnInfo> {
-    let ext = req.extensions();
-    ext.get::<ConnInfo>().or_else(|| {
-        ext.get::<tonic::transport::server::TlsConnectInfo<ConnInfo>>()
-            .map(|t| t.get_ref())
-    })
 }
 
 /// The streams anyone may open without credentials.
@@ -287,7 +273,7 @@ wrapper_service!(UnaryDeadline);
 
 impl<S: Wrapped> PublicStreams<S> {
     fn answer(&mut self, req: http::Request<Body>) -> BoxFuture<http::Response<Body>, S::Error> {
-        let info = conn_info(&req);
+        let info = crate::grpc::conn_info(req.extensions());
         if let Some(c) = info {
             c.requested
                 .store(true, std::sync::atomic::Ordering::Relaxed);
@@ -346,25 +332,6 @@ impl http_body::Body for Permitted {
     }
 }
 
-/// The unary methods: Veza's (from the descriptor set) and health `Check`.
-static UNARY: LazyLock<HashSet<String>> = LazyLock::new(|| {
-    let mut set = HashSet::from(["/grpc.health.v1.Health/Check".to_string()]);
-    if let Ok(fds) = prost_types::FileDescriptorSet::decode(veza_proto::FILE_DESCRIPTOR_SET) {
-        for file in fds.file {
-            let package = file.package.unwrap_or_default();
-            for svc in file.service {
-                let service = svc.name.unwrap_or_default();
-                for m in svc.method {
-                    if !m.client_streaming() && !m.server_streaming() {
-                        set.insert(format!("/{package}.{service}/{}", m.name()));
-                    }
-                }
-            }
-        }
-    }
-    set
-});
-
 /// Gives unary calls that carry no `grpc-timeout` a deadline; answers `DEADLINE_EXCEEDED` when
 /// it passes. Streaming calls are left alone: their handlers may rightly run for hours (tonic's
 /// own `Server::timeout` would also cut client-streaming calls such as live publishing).
@@ -398,8 +365,8 @@ pub struct UnaryDeadline<S> {
 
 impl<S: Wrapped> UnaryDeadline<S> {
     fn answer(&mut self, req: http::Request<Body>) -> BoxFuture<http::Response<Body>, S::Error> {
-        let applies =
-            !req.headers().contains_key("grpc-timeout") && UNARY.contains(req.uri().path());
+        let applies = !req.headers().contains_key("grpc-timeout")
+            && crate::grpc::metrics_layer::is_unary(req.uri().path());
         let fut = self.inner.call(req);
         if !applies {
             return Box::pin(fut);
@@ -563,6 +530,7 @@ impl AsyncWrite for Watched {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::grpc::metrics_layer::is_unary;
 
     #[test]
     fn caps_per_address_and_in_total_give_places_back() {
@@ -604,10 +572,10 @@ mod tests {
 
     #[test]
     fn only_unary_methods_get_the_default_deadline() {
-        assert!(UNARY.contains("/veza.auth.AuthService/Register"));
-        assert!(UNARY.contains("/grpc.health.v1.Health/Check"));
-        assert!(!UNARY.contains("/veza.stream.StreamService/UploadAudioChunks"));
-        assert!(!UNARY.contains("/veza.stream.StreamService/StreamAudio"));
-        assert!(!UNARY.contains("/grpc.health.v1.Health/Watch"));
+        assert!(is_unary("/veza.auth.AuthService/Register"));
+        assert!(is_unary("/grpc.health.v1.Health/Check"));
+        assert!(!is_unary("/veza.stream.StreamService/UploadAudioChunks"));
+        assert!(!is_unary("/veza.stream.StreamService/StreamAudio"));
+        assert!(!is_unary("/grpc.health.v1.Health/Watch"));
     }
 }

@@ -60,7 +60,7 @@ pub struct Limits {
 
 impl Limits {
     /// Fails when the header's duration is over the limit.
-    fn check_header(&self, probe: &ProbeInfo) -> Result<()> {
+    pub fn check_header(&self, probe: &ProbeInfo) -> Result<()> {
         match self.max_duration {
             Some(max) if u128::from(probe.duration_ms) > max.as_millis() => Err(too_long(max)),
             _ => Ok(()),

@@ -19,11 +19,7 @@ pub const FILE_MODE: u32 = 0o600;
 /// Creates `path` (and missing parents) 0700 and tightens `path` itself to 0700 if it exists
 /// with looser permissions. Parents that already exist are left alone.
 pub fn dir(path: &Path) -> io::Result<()> {
-    let mut builder = fs::DirBuilder::new();
-    builder.recursive(true);
-    #[cfg(unix)]
-    builder.mode(DIR_MODE);
-    builder.create(path)?;
+    dir_keep_existing(path)?;
     tighten(path, DIR_MODE)
 }
 

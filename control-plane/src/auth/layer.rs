@@ -24,20 +24,6 @@ const PUBLIC: &[&str] = &[
     "/veza.auth.AuthService/Register",
 ];
 
-/// The calls with a client or server stream: their credentials are watched while they run.
-const STREAMING: &[&str] = &[
-    "/veza.auth.AuthService/StreamUserSessions",
-    "/veza.chat.ChatService/StreamMessages",
-    "/veza.chat.ChatService/StreamRoomActivity",
-    "/veza.chat.ChatService/ChatStream",
-    "/veza.stream.StreamService/StreamAudio",
-    "/veza.stream.StreamService/StreamAnalytics",
-    "/veza.stream.StreamService/UploadAudioChunks",
-    "/veza.analytics.AnalyticsService/StreamMetrics",
-    "/veza.analytics.AnalyticsService/StreamEvents",
-    "/veza.notification.NotificationService/StreamNotifications",
-];
-
 /// Whether `path` may be called without credentials: the public Veza calls and every
 /// non-Veza service (health, reflection).
 pub fn is_public(path: &str) -> bool {
@@ -97,7 +83,7 @@ where
             if is_public(path) {
                 return inner.call(req).await;
             }
-            let streaming = STREAMING.contains(&path);
+            let streaming = crate::grpc::metrics_layer::is_streaming(path);
             let caller = match auth.authenticate(req.headers()).await {
                 Ok(caller) => caller,
                 Err(failure) => return Ok(status_of(failure).into_http()),
@@ -156,35 +142,19 @@ mod tests {
         assert!(!super::is_public("/veza.chat.ChatService/ChatStream"));
     }
 
-    /// Every rpc with `stream` in its signature is watched, and nothing else.
+    /// The streaming calls (read from the descriptor set) are the ones watched.
     #[test]
-    fn streaming_calls_match_the_protos() {
-        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../proto/veza");
-        let mut found = Vec::new();
-        for entry in std::fs::read_dir(dir).unwrap() {
-            let text = std::fs::read_to_string(entry.unwrap().path()).unwrap();
-            let package = text
-                .lines()
-                .find_map(|l| l.trim().strip_prefix("package "))
-                .unwrap()
-                .trim_end_matches(';')
-                .to_string();
-            let mut service = String::new();
-            for line in text.lines().map(str::trim) {
-                if let Some(rest) = line.strip_prefix("service ") {
-                    service = rest.trim_end_matches('{').trim().to_string();
-                }
-                if let Some(rest) = line.strip_prefix("rpc ")
-                    && line.contains("(stream ")
-                {
-                    let name = rest.split('(').next().unwrap().trim();
-                    found.push(format!("/{package}.{service}/{name}"));
-                }
-            }
+    fn streaming_calls_come_from_the_descriptor_set() {
+        use crate::grpc::metrics_layer::is_streaming;
+        for path in [
+            "/veza.chat.ChatService/ChatStream",
+            "/veza.stream.StreamService/UploadAudioChunks",
+            "/veza.stream.StreamService/StreamAudio",
+            "/veza.notification.NotificationService/StreamNotifications",
+        ] {
+            assert!(is_streaming(path), "{path}");
         }
-        found.sort();
-        let mut listed: Vec<String> = super::STREAMING.iter().map(|s| s.to_string()).collect();
-        listed.sort();
-        assert_eq!(found, listed);
+        assert!(!is_streaming("/veza.chat.ChatService/SendMessage"));
+        assert!(!is_streaming("/veza.nope/Unknown"));
     }
 }

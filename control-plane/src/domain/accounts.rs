@@ -96,7 +96,7 @@ impl Accounts {
 
     /// Creates an account after checking every field; counted per client IP `peer`.
     pub async fn register(&self, a: NewAccount, peer: &str) -> Result<UserRecord> {
-        limits::check(&self.limits.register, &limits::ip_key(peer), "Register")?;
+        limits::check(&self.limits.register, limits::ip_key(peer), "Register")?;
         create_account(&self.db, a).await
     }
 

@@ -93,6 +93,16 @@ fn leak(s: String) -> &'static str {
     Box::leak(s.into_boxed_str())
 }
 
+/// Whether `path` is a known unary method (health `Check` included).
+pub(crate) fn is_unary(path: &str) -> bool {
+    METHODS.get(path).is_some_and(|l| l.grpc_type == "unary")
+}
+
+/// Whether `path` is a known method with a client or server stream.
+pub(crate) fn is_streaming(path: &str) -> bool {
+    METHODS.get(path).is_some_and(|l| l.grpc_type != "unary")
+}
+
 fn method_info(path: &str) -> MethodInfo {
     MethodInfo {
         labels: METHODS.get(path).copied().unwrap_or(&UNKNOWN),

@@ -35,14 +35,17 @@ pub fn timestamp(ms: i64) -> Option<prost_types::Timestamp> {
     })
 }
 
+/// What the gRPC port knows of the connection a request came on (plain or TLS).
+pub(crate) fn conn_info(ext: &http::Extensions) -> Option<&direct::ConnInfo> {
+    ext.get::<direct::ConnInfo>().or_else(|| {
+        ext.get::<tonic::transport::server::TlsConnectInfo<direct::ConnInfo>>()
+            .map(|t| t.get_ref())
+    })
+}
+
 /// The client address as the transport saw it.
 pub fn peer_ip<T>(req: &Request<T>) -> String {
-    let ext = req.extensions();
-    ext.get::<direct::ConnInfo>()
-        .or_else(|| {
-            ext.get::<tonic::transport::server::TlsConnectInfo<direct::ConnInfo>>()
-                .map(|t| t.get_ref())
-        })
+    conn_info(req.extensions())
         .and_then(|c| c.tcp.remote_addr)
         .or_else(|| req.remote_addr())
         .map(|a| a.ip().to_string())

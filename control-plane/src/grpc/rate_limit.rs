@@ -75,7 +75,7 @@ where
         let refused = match (&self.limiter, req.extensions().get::<Caller>()) {
             (Some(_), Some(caller)) => limits::check(
                 &self.limiter,
-                &key(caller),
+                key(caller),
                 "request rate of this credential",
             )
             .err(),

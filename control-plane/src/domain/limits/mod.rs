@@ -23,7 +23,7 @@ use super::DomainError;
 /// Counts requests by key against one quota.
 pub trait Limiter: Send + Sync {
     /// Counts one request for `key`: `Ok` within the quota, else how long until one would be.
-    fn check(&self, key: &str) -> Result<(), Duration>;
+    fn check(&self, key: String) -> Result<(), Duration>;
 }
 
 /// A shared limiter, or `None` when the limit is off.
@@ -63,18 +63,18 @@ impl LocalLimiter {
 }
 
 impl Limiter for LocalLimiter {
-    fn check(&self, key: &str) -> Result<(), Duration> {
+    fn check(&self, key: String) -> Result<(), Duration> {
         if self.checks.fetch_add(1, Ordering::Relaxed) % SWEEP_EVERY == SWEEP_EVERY - 1 {
             self.buckets.retain_recent();
         }
         self.buckets
-            .check_key(&key.to_string())
+            .check_key(&key)
             .map_err(|not_until| not_until.wait_time_from(self.buckets.clock().now()))
     }
 }
 
 /// Counts one request of `key` on `limiter` (when there is one); `RateLimited` beyond it.
-pub fn check(limiter: &SharedLimiter, key: &str, what: &str) -> Result<(), DomainError> {
+pub fn check(limiter: &SharedLimiter, key: String, what: &str) -> Result<(), DomainError> {
     let Some(l) = limiter else {
         return Ok(());
     };
@@ -114,11 +114,11 @@ mod tests {
     fn a_burst_then_refusals_with_a_wait() {
         let l = LocalLimiter::per_second(10, 5).unwrap();
         for _ in 0..5 {
-            assert!(l.check("a").is_ok());
+            assert!(l.check("a".into()).is_ok());
         }
-        let wait = l.check("a").unwrap_err();
+        let wait = l.check("a".into()).unwrap_err();
         assert!(wait > Duration::ZERO && wait <= Duration::from_millis(100));
-        assert!(l.check("b").is_ok(), "keys are independent");
+        assert!(l.check("b".into()).is_ok(), "keys are independent");
         assert!(LocalLimiter::per_second(0, 5).is_none());
         assert!(LocalLimiter::per_hour(0).is_none());
     }

@@ -138,18 +138,8 @@ impl Live {
             ));
         };
         let title = s.title.trim();
-        let n = title.chars().count();
-        if !(1..=200).contains(&n) {
-            return Err(DomainError::invalid("title", "must be 1–200 characters"));
-        }
-        super::validate::no_control("title", title)?;
-        super::validate::body_chars("description", &s.description)?;
-        if s.description.chars().count() > 5000 {
-            return Err(DomainError::invalid(
-                "description",
-                "must be ≤ 5000 characters",
-            ));
-        }
+        super::media::check_len("title", title, 1, 200, false)?;
+        super::media::check_len("description", &s.description, 0, 5000, true)?;
         let codec = ingest::InputCodec::parse(&s.codec, s.sample_rate, s.channels)?;
         let _quota = self.inner.media.check_live_quota(owner).await?;
         let m = self

@@ -169,10 +169,10 @@ impl Media {
             return Err(DomainError::NotFound(format!("user {owner} not found")));
         }
         let title = t.title.trim();
-        check_len("title", title, 1, 200)?;
-        check_len("description", &t.description, 0, 5000)?;
-        check_len("genre", &t.genre, 0, 100)?;
-        check_len("file_format", &t.file_format, 0, 32)?;
+        check_len("title", title, 1, 200, false)?;
+        check_len("description", &t.description, 0, 5000, true)?;
+        check_len("genre", &t.genre, 0, 100, false)?;
+        check_len("file_format", &t.file_format, 0, 32, false)?;
         if t.file_size <= 0 {
             return Err(DomainError::invalid(
                 "file_size",
@@ -325,10 +325,16 @@ fn not_found(id: i64) -> DomainError {
     DomainError::NotFound(format!("media {id} not found"))
 }
 
-/// A stored string of `min..=max` characters, without control characters (descriptions may hold
-/// newlines and tabs).
-fn check_len(field: &'static str, v: &str, min: usize, max: usize) -> Result<()> {
-    if field == "description" {
+/// A stored string of `min..=max` characters without control characters; `lines` also allows
+/// newlines and tabs (descriptions).
+pub(super) fn check_len(
+    field: &'static str,
+    v: &str,
+    min: usize,
+    max: usize,
+    lines: bool,
+) -> Result<()> {
+    if lines {
         super::validate::body_chars(field, v)?;
     } else {
         super::validate::no_control(field, v)?;

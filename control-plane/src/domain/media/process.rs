@@ -64,12 +64,11 @@ pub(super) fn check_declared_duration(
     info: ProbeInfo,
     max: Duration,
 ) -> veza_media_core::Result<ProbeInfo> {
-    if u128::from(info.duration_ms) > max.as_millis() {
-        return Err(MediaError::TooLong(format!(
-            "the audio is longer than the limit of {} s",
-            max.as_secs()
-        )));
-    }
+    let limits = Limits {
+        max_duration: Some(max),
+        ..Limits::default()
+    };
+    limits.check_header(&info)?;
     Ok(info)
 }
 

@@ -158,6 +158,10 @@ pub struct Options {
     /// Concurrent connections over both ports; 0 = no cap [default: 16384].
     #[arg(long, env = "VEZA_MAX_CONNECTIONS")]
     pub max_connections: Option<usize>,
+    /// Origins allowed to call the API from a browser (CORS), comma-separated; `*` = any
+    /// [default: none].
+    #[arg(long, env = "VEZA_CORS_ORIGINS", value_delimiter = ',')]
+    pub cors_origins: Option<Vec<String>>,
     /// File holding the HS256 secret, so it stays out of `ps` and the environment.
     #[arg(long, env = "VEZA_JWT_SECRET_FILE")]
     pub jwt_secret_file: Option<PathBuf>,
@@ -250,6 +254,8 @@ pub struct Config {
     /// Concurrent connections per client IP and in total (0 = no cap).
     pub max_connections_per_ip: usize,
     pub max_connections: usize,
+    /// Origins allowed by CORS (`*` = any; empty = no cross-origin calls).
+    pub cors_origins: Vec<String>,
 }
 
 macro_rules! merge {
@@ -278,7 +284,7 @@ impl Options {
             max_live_per_user, rate_limit_rps, rate_limit_burst, register_per_hour,
             max_concurrent_streams, keepalive_interval, keepalive_timeout, unary_timeout,
             max_public_streams, header_timeout, idle_timeout, max_connections_per_ip,
-            max_connections, jwt_secret_file),
+            max_connections, jwt_secret_file, cors_origins),
         )
     }
 
@@ -409,6 +415,13 @@ impl Options {
             idle_timeout: Duration::from_secs(o.idle_timeout.unwrap_or(60).max(1)),
             max_connections_per_ip: o.max_connections_per_ip.unwrap_or(1000),
             max_connections: o.max_connections.unwrap_or(16_384),
+            cors_origins: o
+                .cors_origins
+                .unwrap_or_default()
+                .into_iter()
+                .map(|o| o.trim().to_string())
+                .filter(|o| !o.is_empty())
+                .collect(),
         })
     }
 }

@@ -4,6 +4,8 @@ pub mod auth;
 pub mod bus;
 pub mod cli;
 pub mod config;
+pub mod connect;
+pub mod cors;
 pub mod domain;
 pub mod grpc;
 pub mod http;

@@ -419,8 +419,23 @@ pub async fn serve_http(
             continue;
         };
         let _ = sock.set_nodelay(true);
+        // The API layers read the client's address as they do on the gRPC port.
+        let info = crate::grpc::direct::ConnInfo {
+            tcp: tonic::transport::server::TcpConnectInfo {
+                local_addr: sock.local_addr().ok(),
+                remote_addr: Some(peer),
+            },
+            conn: None,
+            requested: Arc::new(std::sync::atomic::AtomicBool::new(true)),
+        };
         let io = TokioIo::new(Watched::new(sock, idle, slot));
-        let svc = hyper_util::service::TowerToHyperService::new(app.clone());
+        let app = tower::ServiceBuilder::new()
+            .map_request(move |mut r: http::Request<hyper::body::Incoming>| {
+                r.extensions_mut().insert(info.clone());
+                r
+            })
+            .service(app.clone());
+        let svc = hyper_util::service::TowerToHyperService::new(app);
         let conn = graceful.watch(http1.serve_connection(io, svc));
         tokio::spawn(async move {
             if let Err(e) = conn.await {

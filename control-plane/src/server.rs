@@ -8,6 +8,7 @@ use tokio::{net::TcpListener, task::JoinHandle};
 use tokio_stream::{StreamExt, wrappers::TcpListenerStream};
 use tonic::{
     codec::CompressionEncoding,
+    service::Routes,
     transport::{Identity, Server, ServerTlsConfig},
 };
 use tonic_health::{
@@ -22,6 +23,8 @@ use crate::{
     auth::{AuthLayer, Authenticator, Revocations, TokenKeys},
     bus::Bus,
     config::Config,
+    connect::ConnectLayer,
+    cors,
     domain::{
         Accounts, Analytics, DomainError, Media, NewAccount, Notifier,
         analytics::AnalyticsOptions,
@@ -52,6 +55,13 @@ macro_rules! compressed {
             .send_compressed(CompressionEncoding::Zstd)
     };
 }
+
+/// The layered API, shared by both ports.
+type ApiService = tower::util::BoxCloneSyncService<
+    http::Request<axum::body::Body>,
+    http::Response<tonic::body::Body>,
+    std::convert::Infallible,
+>;
 
 /// A started server: its bound addresses and the handle that stops it.
 pub struct RunningServer {
@@ -176,59 +186,19 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
     if let Some(tls) = tls {
         builder = builder.tls_config(tls)?;
     }
-    let reflection_v1 = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(veza_proto::FILE_DESCRIPTOR_SET)
-        .build_v1()?;
-    let reflection_v1alpha = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(veza_proto::FILE_DESCRIPTOR_SET)
-        .build_v1alpha()?;
-    let routes = builder
-        .layer(tonic_web::GrpcWebLayer::new())
-        .layer(SpanLayer)
-        .layer(crate::grpc::catch_panic::CatchPanicLayer)
-        .layer(MetricsLayer::new(parts.metrics.clone()))
-        .layer(UnaryDeadlineLayer::new(config.unary_timeout))
-        .layer(PublicStreamsLayer::new(config.max_public_streams))
-        .layer(AuthLayer::new(parts.auth.clone()))
-        .layer(RateLimitLayer::new(LocalLimiter::per_second(
-            config.rate_limit_rps,
-            config.rate_limit_burst,
-        )))
-        .add_service(health_service)
-        .add_service(reflection_v1)
-        .add_service(reflection_v1alpha)
-        .add_service(compressed!(
-            auth_pb::auth_service_server::AuthServiceServer::new(AuthApi::new(
-                parts.accounts.clone(),
-                shutdown.clone()
-            ))
-        ))
-        .add_service(compressed!(
-            chat::chat_service_server::ChatServiceServer::new(ChatApi::new(
-                parts.chat.clone(),
-                shutdown.clone()
-            ))
-        ))
-        .add_service(LiveAudio::new(
-            compressed!(stream::stream_service_server::StreamServiceServer::new(
-                StreamApi::new(media.clone(), live.clone(), shutdown.clone())
-            )),
-            live,
-            media.clone(),
-            shutdown.clone(),
-        ))
-        .add_service(compressed!(
-            analytics::analytics_service_server::AnalyticsServiceServer::new(AnalyticsApi::new(
-                parts.analytics.clone(),
-                parts.metrics.clone(),
-                shutdown.clone()
-            ))
-        ))
-        .add_service(compressed!(
-            notification::notification_service_server::NotificationServiceServer::new(
-                NotificationApi::new(parts.notifier.clone(), shutdown.clone())
-            )
-        ));
+    let api = api_service(
+        &config,
+        &parts,
+        media.clone(),
+        live,
+        &shutdown,
+        health_service,
+    )?;
+    let cors = cors::layer(&config.cors_origins)?;
+    let routes = builder.add_routes(Routes::from(with_cors(
+        axum::Router::new().fallback_service(api.clone()),
+        &cors,
+    )));
 
     let follow = config.tls.is_none();
     let limits = ConnLimits::new(
@@ -267,7 +237,7 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
     };
     let http_task = tokio::spawn(net::serve_http(
         http,
-        router(state),
+        with_cors(router(state).merge(api_routes(api)), &cors),
         limits,
         header_timeout,
         idle_timeout,
@@ -283,6 +253,96 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
         grace: config.shutdown_grace,
         tasks: vec![grpc_task, http_task, parts.analytics_writer],
     })
+}
+
+/// Every service behind the shared layers, outermost first: Connect, gRPC-Web, spans,
+/// panics, metrics, deadlines, public-stream caps, authentication, rate limits. Both ports
+/// serve this one stack (SPEC §11).
+fn api_service(
+    config: &Config,
+    parts: &Parts,
+    media: Media,
+    live: Live,
+    shutdown: &shutdown::Shutdown,
+    health: HealthServer<DrainingHealth>,
+) -> anyhow::Result<ApiService> {
+    let reflection_v1 = reflection()?.build_v1()?;
+    let reflection_v1alpha = reflection()?.build_v1alpha()?;
+    let routes = Routes::new(health)
+        .add_service(reflection_v1)
+        .add_service(reflection_v1alpha)
+        .add_service(compressed!(
+            auth_pb::auth_service_server::AuthServiceServer::new(AuthApi::new(
+                parts.accounts.clone(),
+                shutdown.clone()
+            ))
+        ))
+        .add_service(compressed!(
+            chat::chat_service_server::ChatServiceServer::new(ChatApi::new(
+                parts.chat.clone(),
+                shutdown.clone()
+            ))
+        ))
+        .add_service(LiveAudio::new(
+            compressed!(stream::stream_service_server::StreamServiceServer::new(
+                StreamApi::new(media.clone(), live.clone(), shutdown.clone())
+            )),
+            live,
+            media,
+            shutdown.clone(),
+        ))
+        .add_service(compressed!(
+            analytics::analytics_service_server::AnalyticsServiceServer::new(AnalyticsApi::new(
+                parts.analytics.clone(),
+                parts.metrics.clone(),
+                shutdown.clone()
+            ))
+        ))
+        .add_service(compressed!(
+            notification::notification_service_server::NotificationServiceServer::new(
+                NotificationApi::new(parts.notifier.clone(), shutdown.clone())
+            )
+        ))
+        .prepare();
+    let stack = tower::ServiceBuilder::new()
+        .layer(ConnectLayer::new()?)
+        .layer(tonic_web::GrpcWebLayer::new())
+        .layer(SpanLayer)
+        .layer(crate::grpc::catch_panic::CatchPanicLayer)
+        .layer(MetricsLayer::new(parts.metrics.clone()))
+        .layer(UnaryDeadlineLayer::new(config.unary_timeout))
+        .layer(PublicStreamsLayer::new(config.max_public_streams))
+        .layer(AuthLayer::new(parts.auth.clone()))
+        .layer(RateLimitLayer::new(LocalLimiter::per_second(
+            config.rate_limit_rps,
+            config.rate_limit_burst,
+        )))
+        .service(routes);
+    Ok(ApiService::new(stack))
+}
+
+/// Reflection over every service, the standard ones (health, both reflection versions)
+/// included.
+fn reflection() -> anyhow::Result<tonic_reflection::server::Builder<'static>> {
+    Ok(tonic_reflection::server::Builder::configure()
+        .include_reflection_service(false)
+        .register_encoded_file_descriptor_set(veza_proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_reflection::pb::v1::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_reflection::pb::v1alpha::FILE_DESCRIPTOR_SET))
+}
+
+/// Answers CORS preflights and adds the CORS headers, when origins are configured.
+fn with_cors(router: axum::Router, cors: &Option<tower_http::cors::CorsLayer>) -> axum::Router {
+    match cors {
+        Some(layer) => router.layer(layer.clone()),
+        None => router,
+    }
+}
+
+/// The API on the HTTP port: `/<package>.<Service>/<Method>` for gRPC-Web and Connect.
+fn api_routes(api: ApiService) -> axum::Router {
+    axum::Router::new().route_service("/{service}/{method}", api)
 }
 
 async fn assemble(config: &Config, shutdown: &shutdown::Shutdown) -> anyhow::Result<Parts> {

@@ -52,6 +52,13 @@ async fn health_check_and_watch_per_service() {
     stopping.await.unwrap();
 }
 
+/// The standard services reflection must list beside Veza's (SPEC §11).
+const STANDARD: &[&str] = &[
+    "grpc.health.v1.Health",
+    "grpc.reflection.v1.ServerReflection",
+    "grpc.reflection.v1alpha.ServerReflection",
+];
+
 #[tokio::test]
 async fn reflection_v1_and_v1alpha_list_every_service() {
     let Some(s) = TestServer::start(Backend::Sqlite).await else {
@@ -75,8 +82,32 @@ async fn reflection_v1_and_v1alpha_list_every_service() {
         panic!("expected a service list")
     };
     let names: Vec<String> = list.service.into_iter().map(|s| s.name).collect();
-    for name in veza_proto::SERVICE_NAMES {
+    for name in veza_proto::SERVICE_NAMES.iter().chain(STANDARD) {
         assert!(names.iter().any(|n| n == name), "{name} in {names:?}");
+    }
+
+    // v1alpha (older grpcurl) lists the same.
+    let req = v1alpha::ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(
+            v1alpha::server_reflection_request::MessageRequest::ListServices(String::new()),
+        ),
+    };
+    let mut client =
+        v1alpha::server_reflection_client::ServerReflectionClient::new(s.channel().await);
+    let mut stream = client
+        .server_reflection_info(futures::stream::iter([req]))
+        .await
+        .unwrap()
+        .into_inner();
+    let Some(v1alpha::server_reflection_response::MessageResponse::ListServicesResponse(list)) =
+        stream.next().await.unwrap().unwrap().message_response
+    else {
+        panic!("expected a service list")
+    };
+    let alpha: Vec<String> = list.service.into_iter().map(|s| s.name).collect();
+    for name in veza_proto::SERVICE_NAMES.iter().chain(STANDARD) {
+        assert!(alpha.iter().any(|n| n == name), "{name} in {alpha:?}");
     }
 
     let req = v1alpha::ServerReflectionRequest {

@@ -9,7 +9,10 @@ use std::{
     io,
     net::IpAddr,
     pin::Pin,
-    sync::{Arc, Mutex},
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicUsize, Ordering},
+    },
     task::{Context, Poll, ready},
     time::{Duration, Instant},
 };
@@ -392,16 +395,23 @@ pub async fn serve_http(
     listener: TcpListener,
     app: axum::Router,
     limits: Arc<ConnLimits>,
-    header_timeout: Duration,
-    idle: Duration,
+    opts: HttpOptions,
     mut shutdown: Shutdown,
 ) -> anyhow::Result<()> {
-    use hyper_util::rt::{TokioIo, TokioTimer};
+    let idle = opts.idle;
+    use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
-    let mut http1 = hyper::server::conn::http1::Builder::new();
-    http1
+    // HTTP/1.1 for browsers, curl and the media URLs; HTTP/2 (prior knowledge) for gRPC
+    // clients pointed at this port.
+    let mut http = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+    http.http1()
         .timer(TokioTimer::new())
-        .header_read_timeout(header_timeout);
+        .header_read_timeout(opts.header_timeout);
+    http.http2()
+        .timer(TokioTimer::new())
+        .max_concurrent_streams(opts.max_streams)
+        .keep_alive_interval(opts.keepalive_interval)
+        .keep_alive_timeout(opts.keepalive_timeout);
     loop {
         let (sock, peer) = tokio::select! {
             _ = shutdown.wait() => break,
@@ -428,15 +438,25 @@ pub async fn serve_http(
             conn: None,
             requested: Arc::new(std::sync::atomic::AtomicBool::new(true)),
         };
-        let io = TokioIo::new(Watched::new(sock, idle, slot));
-        let app = tower::ServiceBuilder::new()
-            .map_request(move |mut r: http::Request<hyper::body::Incoming>| {
-                r.extensions_mut().insert(info.clone());
-                r
-            })
-            .service(app.clone());
-        let svc = hyper_util::service::TowerToHyperService::new(app);
-        let conn = graceful.watch(http1.serve_connection(io, svc));
+        let busy = InFlight::default();
+        let io = TokioIo::new(Watched::new(
+            sock,
+            idle,
+            opts.header_timeout,
+            slot,
+            busy.clone(),
+        ));
+        let app = app.clone();
+        let svc = hyper::service::service_fn(move |mut r: http::Request<hyper::body::Incoming>| {
+            r.extensions_mut().insert(info.clone());
+            let held = busy.enter();
+            let app = app.clone();
+            async move {
+                let resp = tower::ServiceExt::oneshot(app, r).await?;
+                Ok::<_, std::convert::Infallible>(resp.map(|body| held.body(body)))
+            }
+        });
+        let conn = graceful.watch(http.serve_connection(io, svc).into_owned());
         tokio::spawn(async move {
             if let Err(e) = conn.await {
                 tracing::debug!(error = %e, "HTTP connection");
@@ -448,22 +468,110 @@ pub async fn serve_http(
     Ok(())
 }
 
-/// An HTTP connection's socket, closed after `idle` with nothing read or written.
+/// The HTTP port's transport settings (the same options as the gRPC port's).
+pub struct HttpOptions {
+    pub header_timeout: Duration,
+    pub idle: Duration,
+    pub max_streams: u32,
+    pub keepalive_interval: Option<Duration>,
+    pub keepalive_timeout: Duration,
+}
+
+/// The requests of one HTTP connection whose answers are still open (a stream that is quiet
+/// is not an idle connection).
+/// Counts from 1 once the first request has come (0 = none yet).
+#[derive(Clone, Default)]
+struct InFlight(Arc<AtomicUsize>);
+
+impl InFlight {
+    fn enter(&self) -> Held {
+        // The first request also marks the connection as having sent one.
+        let _ = self
+            .0
+            .compare_exchange(0, 1, Ordering::Relaxed, Ordering::Relaxed);
+        self.0.fetch_add(1, Ordering::Relaxed);
+        Held(self.0.clone())
+    }
+
+    fn open(&self) -> bool {
+        self.0.load(Ordering::Relaxed) > 1
+    }
+
+    fn requested(&self) -> bool {
+        self.0.load(Ordering::Relaxed) > 0
+    }
+}
+
+/// One open request; released when its response body is dropped.
+struct Held(Arc<AtomicUsize>);
+
+impl Held {
+    fn body(self, inner: axum::body::Body) -> axum::body::Body {
+        axum::body::Body::new(HeldBody { inner, _held: self })
+    }
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+struct HeldBody {
+    inner: axum::body::Body,
+    _held: Held,
+}
+
+impl http_body::Body for HeldBody {
+    type Data = Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Bytes>, axum::Error>>> {
+        Pin::new(&mut self.inner).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// An HTTP connection's socket, closed after `idle` with nothing read or written and no
+/// request open, or after `header` if no request has come yet (an HTTP/1.1 head or an HTTP/2
+/// preface and headers).
 struct Watched {
     sock: TcpStream,
     idle: Duration,
+    header: Duration,
+    started: Instant,
     last: Instant,
     timer: Pin<Box<Sleep>>,
+    busy: InFlight,
     _slot: Slot,
 }
 
 impl Watched {
-    fn new(sock: TcpStream, idle: Duration, slot: Slot) -> Watched {
+    fn new(
+        sock: TcpStream,
+        idle: Duration,
+        header: Duration,
+        slot: Slot,
+        busy: InFlight,
+    ) -> Watched {
         Watched {
             sock,
             idle,
+            header,
+            started: Instant::now(),
             last: Instant::now(),
-            timer: Box::pin(tokio::time::sleep(idle)),
+            timer: Box::pin(tokio::time::sleep(header.min(idle))),
+            busy,
             _slot: slot,
         }
     }
@@ -471,10 +579,18 @@ impl Watched {
     /// `Err` once the connection has been idle too long; otherwise the timer is armed.
     fn check(&mut self, cx: &mut Context<'_>) -> io::Result<()> {
         while self.timer.as_mut().poll(cx).is_ready() {
-            if self.last.elapsed() >= self.idle {
+            if self.busy.open() {
+                self.last = Instant::now();
+            }
+            let (since, limit) = if self.busy.requested() {
+                (self.last, self.idle)
+            } else {
+                (self.started, self.header.min(self.idle))
+            };
+            if since.elapsed() >= limit {
                 return Err(io::Error::new(io::ErrorKind::TimedOut, "idle connection"));
             }
-            let at = tokio::time::Instant::from_std(self.last + self.idle);
+            let at = tokio::time::Instant::from_std(since + limit);
             self.timer.as_mut().reset(at);
         }
         Ok(())

@@ -239,8 +239,13 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
         http,
         with_cors(router(state).merge(api_routes(api)), &cors),
         limits,
-        header_timeout,
-        idle_timeout,
+        net::HttpOptions {
+            header_timeout,
+            idle: idle_timeout,
+            max_streams: config.max_concurrent_streams,
+            keepalive_interval: config.keepalive_interval,
+            keepalive_timeout: config.keepalive_timeout,
+        },
         shutdown.clone(),
     ));
     tracing::info!(%grpc_addr, %http_addr, database = ?parts.db.backend(), bus = if matches!(parts.bus, Bus::Nats(_)) { "nats" } else { "in-process" }, "veza serving");

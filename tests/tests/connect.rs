@@ -488,3 +488,118 @@ async fn grpc_web_on_the_http_port() {
     assert!(String::from_utf8_lossy(&trailer[5..]).contains("grpc-status:0"));
     s.stop().await;
 }
+
+/// The README's curl session (`examples/curl/session.sh`) runs as written against `--demo`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readme_curl_session() {
+    if std::process::Command::new("curl")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
+        assert!(!veza_tests::require_services(), "curl is required in CI");
+        return eprintln!("SKIPPED: curl is not installed");
+    }
+    let Some(s) = TestServer::start_with(Backend::Sqlite, |c| c.demo = true).await else {
+        return;
+    };
+    let script =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/curl/session.sh");
+    let out = tokio::process::Command::new("bash")
+        .arg(script)
+        .env("VEZA_HTTP", s.http_url.trim_start_matches("http://"))
+        .env("VEZA_FOLLOW_SECONDS", "2")
+        .output()
+        .await
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains(r#"me: {"userInfo":{"userId":"1","email":"user@veza.app""#),
+        "{stdout}"
+    );
+    assert!(stdout.contains(r#"sent: {"success":true"#), "{stdout}");
+    assert!(
+        stdout.contains(
+            r#"received: {"messageId":"1","roomId":"1","userId":"1","content":"Hello from curl!""#
+        ),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains(
+            r#"{"code":"unauthenticated","message":"invalid email or password"} (HTTP 401)"#
+        ),
+        "{stdout}"
+    );
+    s.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grpc_on_the_http_port() {
+    let Some(s) = TestServer::start(Backend::Sqlite).await else {
+        return;
+    };
+    let (_, token) = s.user("h2c").await;
+    let channel = tonic::transport::Endpoint::from_shared(s.http_url.clone())
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let me = veza_proto::auth::auth_service_client::AuthServiceClient::new(channel)
+        .get_user_info(veza_tests::bearer(&token, GetUserInfoRequest::default()))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(me.user_info.unwrap().username, "h2c");
+    s.stop().await;
+}
+
+/// A quiet stream is not an idle connection: a Connect stream on the HTTP port outlives
+/// `--idle-timeout` and still delivers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn quiet_connect_stream_outlives_the_idle_timeout() {
+    let Some(s) = TestServer::start_with(Backend::Sqlite, |c| {
+        c.idle_timeout = std::time::Duration::from_secs(1);
+    })
+    .await
+    else {
+        return;
+    };
+    let (_, token) = s.user("quiet").await;
+    let room = s.room(&token).await.to_string();
+    let (_, mut messages) = stream(
+        &s.http_url,
+        "/veza.chat.ChatService/StreamMessages",
+        &token,
+        json!({"roomId": room}),
+    )
+    .await;
+    tokio::time::sleep(std::time::Duration::from_millis(2500)).await;
+    let sent = unary(
+        &s.grpc_url,
+        "/veza.chat.ChatService/SendMessage",
+        Some(&token),
+        json!({"roomId": room, "content": "after the quiet"}),
+    )
+    .await;
+    assert_eq!(sent.status, StatusCode::OK);
+    let (flags, msg) = messages.next().await.expect("still open");
+    assert_eq!(flags, 0);
+    let msg: Value = serde_json::from_slice(&msg).unwrap();
+    assert_eq!(msg["content"], "after the quiet");
+
+    // An idle keep-alive connection with nothing open is still closed.
+    let addr = s.http_url.trim_start_matches("http://").to_string();
+    let mut tcp = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(2500)).await;
+    let mut buf = [0u8; 1];
+    let n = tokio::io::AsyncReadExt::read(&mut tcp, &mut buf)
+        .await
+        .unwrap_or(0);
+    assert_eq!(n, 0, "closed");
+    s.stop().await;
+}

@@ -14,6 +14,7 @@ use std::{
 };
 
 use bytes::Bytes;
+use futures::future::Either;
 use http::{HeaderMap, HeaderName, HeaderValue, Request, Response, header};
 use http_body_util::{BodyExt, Full, Limited};
 use tonic::{Code, Status, body::Body};
@@ -102,7 +103,8 @@ where
 {
     type Response = Response<Body>;
     type Error = Infallible;
-    type Future = BoxFuture<Response<Body>>;
+    /// Other requests pass through without a box of their own.
+    type Future = Either<S::Future, BoxFuture<Response<Body>>>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
         self.inner.poll_ready(cx)
@@ -112,11 +114,10 @@ where
         let ready = self.inner.clone();
         let mut inner = std::mem::replace(&mut self.inner, ready);
         let Some(kind) = Kind::of(&req) else {
-            let fut = inner.call(req.map(Body::new));
-            return Box::pin(fut);
+            return Either::Left(inner.call(req.map(Body::new)));
         };
         let methods = self.methods.clone();
-        Box::pin(async move {
+        Either::Right(Box::pin(async move {
             let (parts, body) = req.into_parts();
             let Some(method) = methods.get(parts.uri.path()) else {
                 let msg = format!("unknown method {}", parts.uri.path());
@@ -129,7 +130,7 @@ where
                 Kind::Unary(codec) => unary(inner, method, codec, parts, body).await,
                 Kind::Streaming(codec) => streaming(inner, method, codec, parts, body).await,
             })
-        })
+        }))
     }
 }
 

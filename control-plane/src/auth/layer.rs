@@ -1,6 +1,8 @@
 //! The tower layer that authenticates every call of every Veza service, unary and streaming,
 //! and hands the handlers a typed [`Caller`] in the request extensions. Streaming calls hold
-//! their credentials for as long as they run (see [`lease`](super::lease)).
+//! their credentials for as long as they run (see [`lease`](super::lease)). Calls it
+//! authenticated that fail at once, and streaming calls, carry a [`CallerTag`] in their response
+//! extensions for the error log of the metrics layer outside.
 
 use std::{
     future::Future,
@@ -11,6 +13,8 @@ use std::{
 
 use tonic::{Status, body::Body};
 use tower::{Layer, Service};
+
+use crate::grpc::error_log::CallerTag;
 
 use super::{
     AuthFailure, Authenticator, Caller,
@@ -88,11 +92,19 @@ where
                 Ok(caller) => caller,
                 Err(failure) => return Ok(status_of(failure).into_http()),
             };
+            let tag = CallerTag::from(&caller);
             if !streaming {
                 req.extensions_mut().insert(caller);
-                return inner.call(req).await;
+                let mut resp = inner.call(req).await?;
+                // Only failures: a successful unary call allocates nothing for the log.
+                if failed_at_once(&resp) {
+                    resp.extensions_mut().insert(tag);
+                }
+                return Ok(resp);
             }
-            leased(inner, req, auth, caller).await
+            let mut resp = leased(inner, req, auth, caller).await?;
+            resp.extensions_mut().insert(tag);
+            Ok(resp)
         })
     }
 }
@@ -120,6 +132,13 @@ where
     })
     .await?;
     Ok(response.map(|b| Body::new(Guarded::new(b, lease, Role::Response))))
+}
+
+/// Whether `resp` is a trailers-only answer with a non-OK status.
+fn failed_at_once(resp: &http::Response<Body>) -> bool {
+    resp.headers()
+        .get("grpc-status")
+        .is_some_and(|v| v.as_bytes() != b"0")
 }
 
 fn status_of(failure: AuthFailure) -> Status {

@@ -41,6 +41,11 @@ impl DomainError {
         }
     }
 
+    /// `{what} {id} not found`, the wording of the seed's errors (`track 42 not found`).
+    pub fn not_found(what: &str, id: i64) -> DomainError {
+        DomainError::NotFound(format!("{what} {id} not found"))
+    }
+
     /// Caller lacks the right.
     pub fn denied(reason: impl Into<String>) -> DomainError {
         DomainError::PermissionDenied(reason.into())

@@ -8,10 +8,16 @@
 //! body is dropped before its trailers counts as `Canceled`. Messages are counted exactly by
 //! following the gRPC length-prefixed framing of the request and response bodies. The time is from
 //! the request to the end of the response (the last message of a stream).
+//!
+//! The same place writes the log line of every call that fails ([`error_log`](super::error_log)),
+//! once per call. A panic under this layer (answered `INTERNAL` by the `CatchPanicLayer` outside
+//! it) counts and logs as `Internal`.
 
 use std::{
     collections::HashMap,
+    fmt,
     future::Future,
+    net::SocketAddr,
     pin::Pin,
     sync::{Arc, LazyLock},
     task::{Context, Poll},
@@ -25,6 +31,7 @@ use prost::Message;
 use tonic::body::Body;
 use tower::{Layer, Service};
 
+use super::error_log::{self, CallerTag, Failure};
 use crate::metrics::{CodeLabels, MethodLabels, Metrics};
 
 /// The kind, service and method of a known gRPC path.
@@ -178,10 +185,15 @@ where
     }
 
     fn call(&mut self, req: http::Request<Body>) -> Self::Future {
-        let labels = method_info(req.uri().path()).labels;
+        let path = req.uri().path();
+        let labels = method_info(path).labels;
         let m = &self.metrics;
         m.grpc.started.get_or_create(labels).inc();
-        let call = Call::new(m.clone(), labels);
+        let mut call = Call::new(m.clone(), labels);
+        if std::ptr::eq(labels, &UNKNOWN) {
+            call.unknown_path = Some(path.into());
+        }
+        call.peer = super::conn_info(req.extensions()).and_then(|c| c.tcp.remote_addr);
         let received = m.grpc.msg_received.get_or_create_owned(labels);
         let sent = m.grpc.msg_sent.get_or_create_owned(labels);
         let req = req.map(|body| {
@@ -195,8 +207,9 @@ where
         let fut = self.inner.call(req);
         Box::pin(async move {
             let resp = fut.await?;
+            call.caller = resp.extensions().get::<CallerTag>().copied();
             if let Some(code) = resp.headers().get("grpc-status") {
-                call.finish(code_name(code.to_str().unwrap_or("2")));
+                call.finish(code_name(code.to_str().unwrap_or("2")), resp.headers());
                 return Ok(resp);
             }
             Ok(resp.map(|body| {
@@ -217,6 +230,11 @@ struct Call {
     labels: &'static MethodLabels,
     start: Instant,
     done: bool,
+    /// For the error log: who called (when the auth layer said), from where, and the path of a
+    /// method this server does not serve.
+    caller: Option<CallerTag>,
+    peer: Option<SocketAddr>,
+    unknown_path: Option<Box<str>>,
 }
 
 impl Call {
@@ -229,18 +247,43 @@ impl Call {
             labels,
             start: Instant::now(),
             done: false,
+            caller: None,
+            peer: None,
+            unknown_path: None,
         }
     }
 
-    fn finish(mut self, code: &'static str) {
-        self.record(code);
+    /// Records `code`, the status of the headers or trailers `status`.
+    fn finish(mut self, code: &'static str, status: &http::HeaderMap) {
+        if code == "OK" {
+            self.record(code, "");
+        } else {
+            let message = tonic::Status::from_header_map(status)
+                .map(|s| s.message().to_owned())
+                .unwrap_or_default();
+            self.record(code, &message);
+        }
     }
 
-    fn record(&mut self, code: &'static str) {
+    /// Records an outcome that came with no status.
+    fn end(mut self, code: &'static str, message: &str) {
+        self.record(code, message);
+    }
+
+    fn record(&mut self, code: &'static str, message: &str) {
         if self.done {
             return;
         }
         self.done = true;
+        if code != "OK" {
+            error_log::log(&Failure {
+                method: &Path(self),
+                code,
+                message,
+                caller: self.caller,
+                peer: self.peer,
+            });
+        }
         let l = self.labels;
         let g = &self.metrics.grpc;
         g.handled
@@ -262,7 +305,41 @@ impl Call {
 
 impl Drop for Call {
     fn drop(&mut self) {
-        self.record("Canceled");
+        if std::thread::panicking() {
+            self.record("Internal", "internal error");
+        } else {
+            self.record("Canceled", "ended before its status: the client went away");
+        }
+    }
+}
+
+/// Displays a call's path without building it.
+struct Path<'a>(&'a Call);
+
+impl fmt::Display for Path<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.0.unknown_path {
+            Some(p) => f.write_str(p),
+            None => write!(
+                f,
+                "/{}/{}",
+                self.0.labels.grpc_service, self.0.labels.grpc_method
+            ),
+        }
+    }
+}
+
+/// While a response body is polled: when the poll panics, the call is recorded as `Internal`,
+/// the status the `CatchPanicLayer` outside sends.
+struct PanicGuard<'a>(&'a mut Option<Call>);
+
+impl Drop for PanicGuard<'_> {
+    fn drop(&mut self) {
+        if std::thread::panicking()
+            && let Some(call) = self.0.take()
+        {
+            call.end("Internal", "internal error");
+        }
     }
 }
 
@@ -322,7 +399,9 @@ impl http_body::Body for Counted {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
         let this = &mut *self;
+        let guard = PanicGuard(&mut this.call);
         let polled = Pin::new(&mut this.inner).poll_frame(cx);
+        drop(guard);
         match &polled {
             Poll::Ready(Some(Ok(frame))) => {
                 if let Some(data) = frame.data_ref() {
@@ -337,17 +416,17 @@ impl http_body::Body for Counted {
                         .get("grpc-status")
                         .and_then(|v| v.to_str().ok())
                         .map_or("Unknown", code_name);
-                    call.finish(code);
+                    call.finish(code, trailers);
                 }
             }
-            Poll::Ready(Some(Err(_))) => {
+            Poll::Ready(Some(Err(e))) => {
                 if let Some(call) = this.call.take() {
-                    call.finish("Unknown");
+                    call.end("Unknown", e.message());
                 }
             }
             Poll::Ready(None) => {
                 if let Some(call) = this.call.take() {
-                    call.finish("Unknown");
+                    call.end("Unknown", "response ended without a status");
                 }
             }
             Poll::Pending => {}
@@ -403,5 +482,140 @@ mod tests {
         );
         assert_eq!(method_info("/nope/x").labels.grpc_service, "unknown");
         assert_eq!(code_name("7"), "PermissionDenied");
+    }
+
+    /// A JSON log written to memory for the current thread.
+    #[derive(Clone, Default)]
+    struct Log(Arc<std::sync::Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Log {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0
+                .lock()
+                .map_err(|_| std::io::ErrorKind::Other)?
+                .extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    impl Log {
+        /// The `call failed` lines: (level, code).
+        fn failures(&self) -> Vec<(String, String)> {
+            let bytes = self.0.lock().map(|b| b.clone()).unwrap_or_default();
+            String::from_utf8_lossy(&bytes)
+                .lines()
+                .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+                .filter(|v| v["fields"]["message"] == "call failed")
+                .map(|v| {
+                    let s = |x: &serde_json::Value| x.as_str().unwrap_or_default().to_owned();
+                    (s(&v["level"]), s(&v["fields"]["code"]))
+                })
+                .collect()
+        }
+    }
+
+    const CHECK: &str = "/grpc.health.v1.Health/Check";
+
+    fn handled(m: &Metrics, code: &'static str) -> u64 {
+        let l = method_info(CHECK).labels;
+        m.grpc
+            .handled
+            .get_or_create(&CodeLabels {
+                grpc_type: l.grpc_type,
+                grpc_service: l.grpc_service,
+                grpc_method: l.grpc_method,
+                grpc_code: code,
+            })
+            .get()
+    }
+
+    /// Calls `inner` under the server's panic and metrics layers, reading the whole response:
+    /// the metrics and the failure lines logged.
+    async fn run<S>(inner: S) -> (Arc<Metrics>, Vec<(String, String)>)
+    where
+        S: Service<http::Request<Body>, Response = http::Response<Body>> + Send + 'static,
+        S::Future: Send + 'static,
+        S::Error: Send + std::fmt::Debug + 'static,
+    {
+        use http_body_util::BodyExt;
+        let log = Log::default();
+        let writer = log.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .json()
+            .with_writer(move || writer.clone())
+            .finish();
+        let _guard = tracing::subscriber::set_default(subscriber);
+        let metrics = Arc::new(Metrics::new());
+        let mut svc = super::super::catch_panic::CatchPanicLayer
+            .layer(MetricsLayer::new(metrics.clone()).layer(inner));
+        let req = http::Request::builder()
+            .uri(CHECK)
+            .body(Body::default())
+            .expect("request");
+        let resp = svc.call(req).await.expect("answered");
+        let _ = resp.into_body().collect().await;
+        (metrics, log.failures())
+    }
+
+    fn answering(
+        status: tonic::Status,
+    ) -> impl Service<
+        http::Request<Body>,
+        Response = http::Response<Body>,
+        Error = std::convert::Infallible,
+        Future: Send + 'static,
+    > + Send
+    + 'static {
+        tower::service_fn(move |_req: http::Request<Body>| {
+            let status = status.clone();
+            async move { Ok(status.into_http()) }
+        })
+    }
+
+    #[tokio::test]
+    async fn a_failure_is_logged_once_at_its_level() {
+        let (m, lines) = run(answering(tonic::Status::not_found("track 1 not found"))).await;
+        assert_eq!(lines, [("INFO".to_owned(), "NotFound".to_owned())]);
+        assert_eq!(handled(&m, "NotFound"), 1);
+        let (m, lines) = run(answering(tonic::Status::internal("internal error"))).await;
+        assert_eq!(lines, [("ERROR".to_owned(), "Internal".to_owned())]);
+        assert_eq!(handled(&m, "Internal"), 1);
+        let (_, lines) = run(answering(tonic::Status::ok(""))).await;
+        assert!(lines.is_empty(), "{lines:?}");
+    }
+
+    #[tokio::test]
+    async fn a_panic_counts_and_logs_as_internal() {
+        let panicking = tower::service_fn(|_req: http::Request<Body>| async move {
+            if true {
+                panic!("handler bug");
+            }
+            Ok::<_, std::convert::Infallible>(http::Response::new(Body::default()))
+        });
+        let (m, lines) = run(panicking).await;
+        assert_eq!(lines, [("ERROR".to_owned(), "Internal".to_owned())]);
+        assert_eq!((handled(&m, "Internal"), handled(&m, "Canceled")), (1, 0));
+
+        /// A body that panics on its first poll.
+        struct Bomb;
+        impl http_body::Body for Bomb {
+            type Data = Bytes;
+            type Error = tonic::Status;
+            fn poll_frame(
+                self: Pin<&mut Self>,
+                _: &mut Context<'_>,
+            ) -> Poll<Option<Result<Frame<Bytes>, tonic::Status>>> {
+                panic!("stream bug")
+            }
+        }
+        let bomb = tower::service_fn(|_req: http::Request<Body>| async move {
+            Ok::<_, std::convert::Infallible>(http::Response::new(Body::new(Bomb)))
+        });
+        let (m, lines) = run(bomb).await;
+        assert_eq!(lines, [("ERROR".to_owned(), "Internal".to_owned())]);
+        assert_eq!((handled(&m, "Internal"), handled(&m, "Canceled")), (1, 0));
     }
 }

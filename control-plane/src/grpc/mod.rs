@@ -6,6 +6,7 @@ pub mod auth;
 pub mod catch_panic;
 pub mod chat;
 pub mod direct;
+pub mod error_log;
 pub mod health;
 pub mod live_audio;
 pub mod metrics_layer;

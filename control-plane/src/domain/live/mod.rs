@@ -208,10 +208,10 @@ impl Live {
             .db
             .media(id)
             .await?
-            .ok_or_else(|| DomainError::NotFound(format!("media {id} not found")))?;
+            .ok_or_else(|| DomainError::not_found("live stream", id))?;
         if m.is_private && !who.may_act_for(m.owner_id) && !scope.is_some_and(|s| who.has_scope(s))
         {
-            return Err(DomainError::NotFound(format!("media {id} not found")));
+            return Err(DomainError::not_found("live stream", id));
         }
         if m.kind != "live" {
             return Err(DomainError::FailedPrecondition(format!(

@@ -322,7 +322,7 @@ fn remove_work_dirs(tmp_dir: &std::path::Path) {
 }
 
 fn not_found(id: i64) -> DomainError {
-    DomainError::NotFound(format!("media {id} not found"))
+    DomainError::not_found("track", id)
 }
 
 /// A stored string of `min..=max` characters without control characters; `lines` also allows

@@ -262,6 +262,36 @@ impl Db {
         bucket_rows(rows)
     }
 
+    /// How many events of `event_type` with property `key` = `value` have a timestamp in
+    /// `from..to` (ms); the index on (type, hour, …) narrows the scan to the hours of the range.
+    pub async fn count_events_with(
+        &self,
+        event_type: &str,
+        key: &str,
+        value: &str,
+        from: i64,
+        to: i64,
+    ) -> Result<i64> {
+        if from >= to {
+            return Ok(0);
+        }
+        let row = sqlx::query(
+            "SELECT COUNT(*) AS c FROM events e \
+             JOIN event_properties p ON p.event_id = e.id AND p.key = $1 AND p.value = $2 \
+             WHERE e.event_type = $3 AND e.hour >= $4 AND e.hour < $5 AND e.ts >= $6 AND e.ts < $7",
+        )
+        .bind(key)
+        .bind(value)
+        .bind(event_type)
+        .bind(from.div_euclid(HOUR_MS))
+        .bind((to - 1).div_euclid(HOUR_MS) + 1)
+        .bind(from)
+        .bind(to)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(row.try_get("c")?)
+    }
+
     /// Deletes up to `limit` events with an id below `before_id` (and their properties); returns
     /// how many events went.
     pub async fn prune_events(&self, before_id: i64, limit: i64) -> Result<u64> {

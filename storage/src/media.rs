@@ -32,6 +32,10 @@ pub struct MediaRecord {
     pub renditions: Vec<i32>,
     /// Only the owner (and admins) may see and play it.
     pub is_private: bool,
+    /// The uploader's opaque metadata (`UploadAudioRequest.metadata`).
+    pub metadata: Vec<u8>,
+    /// The uploader's claim of the duration in seconds (0 = none); `duration_ms` is measured.
+    pub claimed_duration: i64,
     /// The instance processing it (while `processing`), and until when (ms) its claim holds.
     pub claimed_by: String,
     pub claim_until: i64,
@@ -51,6 +55,9 @@ pub struct NewMedia<'a> {
     pub file_size: i64,
     pub status: &'a str,
     pub is_private: bool,
+    pub metadata: &'a [u8],
+    /// Seconds, as the uploader claims them.
+    pub claimed_duration: i64,
 }
 
 /// What probing an upload found.
@@ -65,7 +72,7 @@ pub struct ProbedMedia<'a> {
 
 const COLUMNS: &str = "id, kind, owner_id, title, description, genre, file_format, file_size, status, \
      error_message, bytes_received, chunks_received, sha256, duration_ms, source_codec, sample_rate, \
-     channels, renditions, is_private, claimed_by, claim_until, created_at, updated_at";
+     channels, renditions, is_private, metadata, claimed_duration, claimed_by, claim_until, created_at, updated_at";
 
 impl Db {
     /// Creates a media row.
@@ -73,7 +80,8 @@ impl Db {
         let now = now_ms();
         let row = sqlx::query(
             "INSERT INTO media (kind, owner_id, title, description, genre, file_format, file_size, status, is_private, \
-             created_at, updated_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $10) RETURNING id",
+             metadata, claimed_duration, created_at, updated_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $12) RETURNING id",
         )
         .bind(m.kind)
         .bind(m.owner_id)
@@ -84,6 +92,8 @@ impl Db {
         .bind(m.file_size)
         .bind(m.status)
         .bind(i64::from(m.is_private))
+        .bind(hex::encode(m.metadata))
+        .bind(m.claimed_duration)
         .bind(now)
         .fetch_one(&self.pool)
         .await?;
@@ -352,6 +362,7 @@ impl Db {
 
 fn media_from_row(r: &AnyRow) -> Result<MediaRecord> {
     let renditions: String = r.try_get("renditions")?;
+    let metadata: String = r.try_get("metadata")?;
     Ok(MediaRecord {
         id: r.try_get("id")?,
         kind: r.try_get("kind")?,
@@ -375,6 +386,8 @@ fn media_from_row(r: &AnyRow) -> Result<MediaRecord> {
             .filter_map(|s| s.trim().parse().ok())
             .collect(),
         is_private: r.try_get::<i64, _>("is_private")? != 0,
+        metadata: hex::decode(metadata).unwrap_or_default(),
+        claimed_duration: r.try_get("claimed_duration")?,
         claimed_by: r.try_get("claimed_by")?,
         claim_until: r.try_get("claim_until")?,
         created_at: r.try_get("created_at")?,

@@ -54,6 +54,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         include_str!("../migrations/sqlite/0009_room_invitations.sql"),
         include_str!("../migrations/postgres/0009_room_invitations.sql"),
     ),
+    (
+        10,
+        include_str!("../migrations/sqlite/0010_media_metadata.sql"),
+        include_str!("../migrations/postgres/0010_media_metadata.sql"),
+    ),
 ];
 
 /// Applies every migration the database has not seen yet, each in its own transaction.

@@ -54,11 +54,7 @@ impl StreamApi {
             rendition_bitrates: m.renditions.clone(),
             bytes_received: m.bytes_received,
             chunks_received: m.chunks_received as i32,
-            listeners: if m.kind == "live" {
-                self.live.listeners_total(m.id) as i32
-            } else {
-                0
-            },
+            listeners: self.live.listeners_total(m.id) as i32,
             audio_url,
             waveform_url,
             owner_id: m.owner_id,
@@ -67,6 +63,9 @@ impl StreamApi {
             file_size: m.file_size,
             genre: m.genre.clone(),
             success: true,
+            metadata: m.metadata.clone(),
+            claimed_duration: i32::try_from(m.claimed_duration).unwrap_or(i32::MAX),
+            is_private: m.is_private,
         }
     }
 
@@ -99,6 +98,8 @@ impl StreamService for StreamApi {
             file_format: r.file_format,
             file_size: r.file_size,
             is_private: r.is_private,
+            metadata: r.metadata,
+            claimed_duration: r.duration,
         };
         let m = self.media.create_track(&who, track).await?;
         Ok(Response::new(self.upload_response(&m)))
@@ -251,6 +252,7 @@ impl StreamService for StreamApi {
                 latency: s.latency_ms,
                 countries: s.countries,
                 timestamp: timestamp(veza_storage::now_ms()),
+                plays: i32::try_from(s.plays).unwrap_or(i32::MAX),
             })
         });
         Ok(Response::new(guard(out, self.shutdown.clone())))

@@ -184,11 +184,13 @@ impl Live {
         Ok(recorded.then_some(id))
     }
 
-    /// Listeners of stream `id` now, over every instance.
+    /// Listeners of media `id` now (a live stream's, or a track's on-demand ones), over every
+    /// instance.
     pub fn listeners_total(&self, id: i64) -> u64 {
         let local = self
             .channel(id)
-            .map_or(0, |c| c.listeners.load(Ordering::Relaxed) as u64);
+            .map_or(0, |c| c.listeners.load(Ordering::Relaxed) as u64)
+            + self.inner.media.local_listeners(id) as u64;
         local
             + self
                 .inner
@@ -203,6 +205,19 @@ impl Live {
     /// exist for `who` (`NOT_FOUND`, before any other answer could reveal them) unless it holds
     /// `scope`.
     async fn live_record(&self, who: &Caller, id: i64, scope: Option<&str>) -> Result<MediaRecord> {
+        let m = self.visible_record(who, id, scope).await?;
+        on_air(&m)?;
+        Ok(m)
+    }
+
+    /// Media `id` (track or live) as `who` may see it: a private one is `NOT_FOUND` except to
+    /// its owner, admins and API keys with `scope`.
+    async fn visible_record(
+        &self,
+        who: &Caller,
+        id: i64,
+        scope: Option<&str>,
+    ) -> Result<MediaRecord> {
         let m = self
             .inner
             .db
@@ -212,17 +227,6 @@ impl Live {
         if m.is_private && !who.may_act_for(m.owner_id) && !scope.is_some_and(|s| who.has_scope(s))
         {
             return Err(DomainError::not_found("live stream", id));
-        }
-        if m.kind != "live" {
-            return Err(DomainError::FailedPrecondition(format!(
-                "media {id} is a track, not a live stream"
-            )));
-        }
-        if m.status != "live" {
-            return Err(DomainError::FailedPrecondition(format!(
-                "live stream {id} has {}",
-                m.status
-            )));
         }
         Ok(m)
     }
@@ -350,4 +354,21 @@ impl Live {
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// `FAILED_PRECONDITION` unless `m` is a live stream on air.
+fn on_air(m: &MediaRecord) -> Result<()> {
+    let id = m.id;
+    if m.kind != "live" {
+        return Err(DomainError::FailedPrecondition(format!(
+            "media {id} is a track, not a live stream"
+        )));
+    }
+    if m.status != "live" {
+        return Err(DomainError::FailedPrecondition(format!(
+            "live stream {id} has {}",
+            m.status
+        )));
+    }
+    Ok(())
 }

@@ -1,6 +1,6 @@
 //! Listener counts across instances: every instance with listeners (or the producer) of a live
-//! stream announces them on `veza.live.<id>.presence` each second; totals add the fresh
-//! announcements of the others to this instance's own counts.
+//! stream, or with on-demand listeners of a track, announces them on `veza.live.<id>.presence`
+//! each second; totals add the fresh announcements of the others to this instance's own counts.
 
 use std::{
     collections::HashMap,
@@ -107,6 +107,13 @@ impl Live {
     async fn announce(&self, last: &mut HashMap<i64, (Vec<u64>, u64)>) {
         let channels = self.local_channels();
         last.retain(|id, _| channels.iter().any(|c| c.id == *id));
+        // Tracks' on-demand listeners travel the same way (one id space).
+        let mut tracks: HashMap<i64, usize> = self
+            .inner
+            .media
+            .local_listener_counts()
+            .into_iter()
+            .collect();
         for c in channels {
             let hist = c.latency_snapshot();
             let input = c.input_bytes.load(std::sync::atomic::Ordering::Relaxed);
@@ -114,7 +121,8 @@ impl Live {
             let ingest = self.is_ingesting(c.id);
             let a = Announce {
                 instance: self.instance_hex(),
-                listeners: c.listeners.load(std::sync::atomic::Ordering::Relaxed) as u64,
+                listeners: (c.listeners.load(std::sync::atomic::Ordering::Relaxed)
+                    + tracks.remove(&c.id).unwrap_or(0)) as u64,
                 countries: c.countries(),
                 input_kbps: ingest.then(|| {
                     (input.saturating_sub(prev_input) * 8) as f32 / 1000.0 / PERIOD.as_secs_f32()
@@ -122,9 +130,21 @@ impl Live {
                 latency_ms: median_between(&prev_hist, &hist),
             };
             last.insert(c.id, (hist, input));
-            if let Ok(json) = serde_json::to_vec(&a) {
-                let _ = self.inner.bus.publish(subject(c.id), json.into()).await;
-            }
+            self.publish_announce(c.id, &a).await;
+        }
+        for (id, n) in tracks {
+            let a = Announce {
+                instance: self.instance_hex(),
+                listeners: n as u64,
+                ..Announce::default()
+            };
+            self.publish_announce(id, &a).await;
+        }
+    }
+
+    async fn publish_announce(&self, id: i64, a: &Announce) {
+        if let Ok(json) = serde_json::to_vec(a) {
+            let _ = self.inner.bus.publish(subject(id), json.into()).await;
         }
     }
 }

@@ -1,5 +1,6 @@
 //! `StreamAnalytics`: every interval, listeners over all instances, the producer's input rate,
-//! the median arrival → send latency over the interval, and the listeners' countries.
+//! the median arrival → send latency over the interval, and the listeners' countries. On a
+//! track: its on-demand listeners over all instances and the plays started over the interval.
 
 use std::{collections::BTreeSet, pin::Pin, sync::atomic::Ordering, time::Duration};
 
@@ -7,6 +8,10 @@ use futures::Stream;
 
 use super::{DomainError, Live, Result, channel::median_between};
 use crate::auth::Caller;
+
+/// How long after a play starts it is counted: events are written in batches, and a window
+/// that closed before its events landed would miss them. Windows tile, so each play counts once.
+pub const PLAYS_SETTLE_MS: i64 = 1000;
 
 /// One `AnalyticsData` sample.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -18,6 +23,8 @@ pub struct LiveStats {
     /// Median ms from a page's arrival to its send over the interval.
     pub latency_ms: f32,
     pub countries: Vec<String>,
+    /// Tracks: `play_started` events over the interval (all instances).
+    pub plays: u64,
 }
 
 /// Samples until the stream ends.
@@ -34,14 +41,19 @@ struct Cursor {
 }
 
 impl Live {
-    /// Samples of live stream `id` every `interval_ms` (0 = 1000); owner, admin or an API key
-    /// with `analytics:read`.
+    /// Samples of live stream or track `id` every `interval_ms` (0 = 1000); owner, admin or an
+    /// API key with `analytics:read`. A live stream's samples end with the stream; a track's
+    /// run until the client goes away.
     pub async fn analytics(&self, who: &Caller, id: i64, interval_ms: i32) -> Result<StatsFeed> {
-        let m = self.live_record(who, id, Some("analytics:read")).await?;
+        let m = self.visible_record(who, id, Some("analytics:read")).await?;
+        if m.kind != "track" {
+            super::on_air(&m)?;
+        }
         if !(who.may_act_for(m.owner_id) || who.has_scope("analytics:read")) {
-            return Err(DomainError::denied(
-                "only the stream's owner, an admin or an API key with analytics:read may read its analytics",
-            ));
+            return Err(DomainError::denied(format!(
+                "only the {}'s owner, an admin or an API key with analytics:read may read its analytics",
+                if m.kind == "track" { "track" } else { "stream" }
+            )));
         }
         let interval_ms = if interval_ms == 0 { 1000 } else { interval_ms };
         if !(100..=60_000).contains(&interval_ms) {
@@ -53,6 +65,9 @@ impl Live {
         let interval = Duration::from_millis(interval_ms as u64);
         let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + interval, interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        if m.kind == "track" {
+            return Ok(self.track_analytics(id, tick));
+        }
         let (hist, input) = self.counters(id);
         let c = Cursor {
             live: self.clone(),
@@ -72,6 +87,40 @@ impl Live {
             let s = live.sample(&mut c).await;
             Some((s, c))
         })))
+    }
+
+    /// A track's samples: listeners now, and the plays whose start falls in the window that
+    /// closed [`PLAYS_SETTLE_MS`] ago.
+    fn track_analytics(&self, id: i64, tick: tokio::time::Interval) -> StatsFeed {
+        let from = veza_storage::now_ms() - PLAYS_SETTLE_MS;
+        let state = (self.clone(), tick, from);
+        Box::pin(futures::stream::unfold(
+            state,
+            move |(live, mut tick, from)| async move {
+                tick.tick().await;
+                let to = veza_storage::now_ms() - PLAYS_SETTLE_MS;
+                let counted = live
+                    .inner
+                    .db
+                    .count_events_with("play_started", "track_id", &id.to_string(), from, to)
+                    .await;
+                let (plays, from) = match counted {
+                    Ok(n) => (u64::try_from(n).unwrap_or(0), to),
+                    Err(e) => {
+                        // Counted at the next sample instead (the window stays open).
+                        tracing::warn!(track_id = id, error = %e, "counting plays");
+                        (0, from)
+                    }
+                };
+                let s = LiveStats {
+                    stream_id: id,
+                    listeners: live.listeners_total(id),
+                    plays,
+                    ..LiveStats::default()
+                };
+                Some((s, (live, tick, from)))
+            },
+        ))
     }
 
     fn counters(&self, id: i64) -> (Vec<u64>, u64) {
@@ -119,6 +168,7 @@ impl Live {
             input_kbps,
             latency_ms: latency.map_or(0.0, |(l, _)| l),
             countries: countries.into_iter().collect(),
+            plays: 0,
         }
     }
 

@@ -8,6 +8,7 @@
 
 mod cache;
 mod claims;
+mod listeners;
 mod parts;
 mod play;
 mod process;
@@ -37,6 +38,9 @@ use super::{
     error::{DomainError, Result},
 };
 use crate::{auth::Caller, shutdown::Shutdown};
+
+/// Largest `UploadAudioRequest.metadata` kept with a track (opaque bytes, as chat's).
+pub const MAX_METADATA: usize = 16 * 1024;
 
 /// Settings of the media domain.
 #[derive(Debug, Clone)]
@@ -71,6 +75,10 @@ pub struct NewTrack {
     pub file_size: i64,
     /// Only the owner (and admins) may see and play it.
     pub is_private: bool,
+    /// Opaque, at most [`MAX_METADATA`] bytes.
+    pub metadata: Vec<u8>,
+    /// The client's claim in seconds (0 = none); never trusted, the duration is measured.
+    pub claimed_duration: i32,
 }
 
 /// The media domain; cheap to clone.
@@ -95,6 +103,8 @@ struct Inner {
     /// Tracks queued or processing here, so the claim sweep does not queue them twice.
     queued: Mutex<HashSet<i64>>,
     quota: quota::QuotaState,
+    /// On-demand listeners of each track on this instance.
+    listeners: listeners::TrackListeners,
 }
 
 impl Media {
@@ -130,6 +140,7 @@ impl Media {
                 instance,
                 queued: Mutex::new(HashSet::new()),
                 quota,
+                listeners: listeners::TrackListeners::default(),
             }),
         };
         // Interrupted work (ours, or an instance's whose claim expired) is taken up now, and
@@ -173,6 +184,21 @@ impl Media {
         check_len("description", &t.description, 0, 5000, true)?;
         check_len("genre", &t.genre, 0, 100, false)?;
         check_len("file_format", &t.file_format, 0, 32, false)?;
+        if t.metadata.len() > MAX_METADATA {
+            return Err(DomainError::invalid(
+                "metadata",
+                format!(
+                    "must be at most {MAX_METADATA} bytes (got {})",
+                    t.metadata.len()
+                ),
+            ));
+        }
+        if t.claimed_duration < 0 {
+            return Err(DomainError::invalid(
+                "duration",
+                "must be the claimed duration in seconds (≥ 0; 0 = unknown)",
+            ));
+        }
         if t.file_size <= 0 {
             return Err(DomainError::invalid(
                 "file_size",
@@ -199,6 +225,8 @@ impl Media {
                 file_size: t.file_size,
                 status: "uploading",
                 is_private: t.is_private,
+                metadata: &t.metadata,
+                claimed_duration: i64::from(t.claimed_duration),
             })
             .await?;
         Ok(m)

@@ -92,6 +92,7 @@ impl Media {
             user,
             track: id,
             chunks: 0,
+            _listening: self.inner.listeners.join(id),
         };
         self.inner.analytics.emit(
             "play_started",
@@ -150,6 +151,8 @@ struct PlayFinished {
     user: i64,
     track: i64,
     chunks: u64,
+    /// Counts the listener in for this track until dropped.
+    _listening: super::listeners::Listening,
 }
 
 impl Drop for PlayFinished {

@@ -59,55 +59,45 @@ const STANDARD: &[&str] = &[
     "grpc.reflection.v1alpha.ServerReflection",
 ];
 
+/// The service names reflection version `$v` lists on server `$s`.
+macro_rules! list_services {
+    ($v:ident, $s:expr) => {{
+        let req = $v::ServerReflectionRequest {
+            host: String::new(),
+            message_request: Some($v::server_reflection_request::MessageRequest::ListServices(
+                String::new(),
+            )),
+        };
+        let mut client =
+            $v::server_reflection_client::ServerReflectionClient::new($s.channel().await);
+        let mut stream = client
+            .server_reflection_info(futures::stream::iter([req]))
+            .await
+            .unwrap()
+            .into_inner();
+        let Some($v::server_reflection_response::MessageResponse::ListServicesResponse(list)) =
+            stream.next().await.unwrap().unwrap().message_response
+        else {
+            panic!("expected a service list")
+        };
+        list.service
+            .into_iter()
+            .map(|s| s.name)
+            .collect::<Vec<String>>()
+    }};
+}
+
 #[tokio::test]
 async fn reflection_v1_and_v1alpha_list_every_service() {
     let Some(s) = TestServer::start(Backend::Sqlite).await else {
         return;
     };
-    let req = v1::ServerReflectionRequest {
-        host: String::new(),
-        message_request: Some(v1::server_reflection_request::MessageRequest::ListServices(
-            String::new(),
-        )),
-    };
-    let mut client = v1::server_reflection_client::ServerReflectionClient::new(s.channel().await);
-    let mut stream = client
-        .server_reflection_info(futures::stream::iter([req]))
-        .await
-        .unwrap()
-        .into_inner();
-    let Some(v1::server_reflection_response::MessageResponse::ListServicesResponse(list)) =
-        stream.next().await.unwrap().unwrap().message_response
-    else {
-        panic!("expected a service list")
-    };
-    let names: Vec<String> = list.service.into_iter().map(|s| s.name).collect();
-    for name in veza_proto::SERVICE_NAMES.iter().chain(STANDARD) {
-        assert!(names.iter().any(|n| n == name), "{name} in {names:?}");
-    }
-
-    // v1alpha (older grpcurl) lists the same.
-    let req = v1alpha::ServerReflectionRequest {
-        host: String::new(),
-        message_request: Some(
-            v1alpha::server_reflection_request::MessageRequest::ListServices(String::new()),
-        ),
-    };
-    let mut client =
-        v1alpha::server_reflection_client::ServerReflectionClient::new(s.channel().await);
-    let mut stream = client
-        .server_reflection_info(futures::stream::iter([req]))
-        .await
-        .unwrap()
-        .into_inner();
-    let Some(v1alpha::server_reflection_response::MessageResponse::ListServicesResponse(list)) =
-        stream.next().await.unwrap().unwrap().message_response
-    else {
-        panic!("expected a service list")
-    };
-    let alpha: Vec<String> = list.service.into_iter().map(|s| s.name).collect();
-    for name in veza_proto::SERVICE_NAMES.iter().chain(STANDARD) {
-        assert!(alpha.iter().any(|n| n == name), "{name} in {alpha:?}");
+    // Both versions (v1alpha for older grpcurl) list the same services.
+    let lists = [list_services!(v1, s), list_services!(v1alpha, s)];
+    for names in lists {
+        for name in veza_proto::SERVICE_NAMES.iter().chain(STANDARD) {
+            assert!(names.iter().any(|n| n == name), "{name} in {names:?}");
+        }
     }
 
     let req = v1alpha::ServerReflectionRequest {

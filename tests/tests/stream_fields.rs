@@ -274,32 +274,15 @@ async fn track_listeners_add_up_across_instances() {
     let Some(nats) = nats_url().await else {
         return;
     };
-    let Some(a) = TestServer::start_with(Backend::Postgres, |c| {
-        c.nats_url = Some(nats.clone());
-        c.blob_url = Some(format!("file://{}/shared-blobs", c.data_dir.display()));
-    })
-    .await
+    let Some((a, bi, token, id)) =
+        pair_with_track(Backend::Postgres, Some(nats), "everywhere").await
     else {
         return;
     };
-    let shared = a.config.blob_url.clone();
-    let bi = a.sibling(|c| c.blob_url = shared).await;
-    let (_, token) = a.user("everywhere").await;
-    let data = fixture("stereo_44k.ogg");
-    let id = upload(&a, &token, "shared", &data).await;
-    assert_eq!(settle(&a, &token, id).await.status, "ready");
     let mut ca = client(&a).await;
-    let mut feed = ca
-        .stream_analytics(bearer(
-            &token,
-            StreamAnalyticsRequest {
-                stream_id: id,
-                interval_ms: 500,
-            },
-        ))
+    let mut feed = analytics_feed(&mut ca, &token, id, 500)
         .await
-        .expect("analytics on A")
-        .into_inner();
+        .expect("analytics on A");
     let mut on_b = held_client(&bi)
         .await
         .stream_audio(bearer(

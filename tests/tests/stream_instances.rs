@@ -14,20 +14,9 @@ async fn a_track_plays_on_every_instance(b: Backend) {
     } else {
         None
     };
-    let Some(a) = TestServer::start_with(b, |c| {
-        c.nats_url = nats.clone();
-        c.blob_url = Some(format!("file://{}/shared-blobs", c.data_dir.display()));
-    })
-    .await
-    else {
+    let Some((a, bi, token, id)) = pair_with_track(b, nats, "multi").await else {
         return;
     };
-    let shared = a.config.blob_url.clone();
-    let bi = a.sibling(|c| c.blob_url = shared).await;
-    let (_, token) = a.user("multi").await;
-    let data = fixture("stereo_44k.ogg");
-    let id = upload(&a, &token, "multi", &data).await;
-    assert_eq!(settle(&a, &token, id).await.status, "ready");
     let on_b = settle(&bi, &token, id).await;
     assert_eq!(on_b.status, "ready");
     let from_a = concat(

@@ -27,6 +27,14 @@ use self::{
 use crate::grpc::direct::ConnInfo;
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// The gRPC router the layer wraps.
+pub trait Router: Service<Request<Body>, Response = Response<Body>, Error = Infallible> {}
+impl<S> Router for S where S: Service<Request<Body>, Response = Response<Body>, Error = Infallible> {}
+
+/// A request body the layer can read.
+pub trait ReqBody: http_body::Body<Data = Bytes, Error: Into<BoxError>> + Send + 'static {}
+impl<B> ReqBody for B where B: http_body::Body<Data = Bytes, Error: Into<BoxError>> + Send + 'static {}
 type BoxFuture<T> = Pin<Box<dyn Future<Output = Result<T, Infallible>> + Send>>;
 
 /// Wraps the gRPC router so that it also answers Connect.
@@ -93,13 +101,9 @@ impl Kind {
 
 impl<S, B> Service<Request<B>> for Connect<S>
 where
-    S: Service<Request<Body>, Response = Response<Body>, Error = Infallible>
-        + Clone
-        + Send
-        + 'static,
+    S: Router + Clone + Send + 'static,
     S::Future: Send + 'static,
-    B: http_body::Body<Data = Bytes> + Send + 'static,
-    B::Error: Into<BoxError>,
+    B: ReqBody,
 {
     type Response = Response<Body>;
     type Error = Infallible;
@@ -135,18 +139,13 @@ where
 }
 
 /// A unary call: one message each way, errors as JSON with an HTTP status.
-async fn unary<S, B>(
-    mut inner: S,
+async fn unary(
+    mut inner: impl Router,
     method: &Method,
     codec: Codec,
     parts: http::request::Parts,
-    body: B,
-) -> Response<Body>
-where
-    S: Service<Request<Body>, Response = Response<Body>, Error = Infallible>,
-    B: http_body::Body<Data = Bytes> + Send + 'static,
-    B::Error: Into<BoxError>,
-{
+    body: impl ReqBody,
+) -> Response<Body> {
     let fail = |s: Status| unary_error(&s, error::http_status(s.code()));
     if method.client_streaming || method.server_streaming {
         return fail(Status::unimplemented(
@@ -192,18 +191,13 @@ where
 
 /// A server-streaming call: one enveloped message in, envelopes out, then the end-of-stream
 /// envelope carrying the status. The HTTP status is 200 once the call is made.
-async fn streaming<S, B>(
-    mut inner: S,
+async fn streaming(
+    mut inner: impl Router,
     method: &Method,
     codec: Codec,
     parts: http::request::Parts,
-    body: B,
-) -> Response<Body>
-where
-    S: Service<Request<Body>, Response = Response<Body>, Error = Infallible>,
-    B: http_body::Body<Data = Bytes> + Send + 'static,
-    B::Error: Into<BoxError>,
-{
+    body: impl ReqBody,
+) -> Response<Body> {
     let content_type = match codec {
         Codec::Json => "application/connect+json",
         Codec::Proto => "application/connect+proto",
@@ -246,16 +240,12 @@ where
 }
 
 /// Reads a unary request body (bounded) as protobuf bytes.
-async fn read_request<B>(
+async fn read_request(
     codec: Codec,
     method: &Method,
     headers: &HeaderMap,
-    body: B,
-) -> Result<Bytes, Status>
-where
-    B: http_body::Body<Data = Bytes> + Send + 'static,
-    B::Error: Into<BoxError>,
-{
+    body: impl ReqBody,
+) -> Result<Bytes, Status> {
     if let Some(enc) = headers.get(header::CONTENT_ENCODING)
         && enc != "identity"
     {
@@ -277,11 +267,7 @@ fn decode_request(codec: Codec, method: &Method, msg: Bytes) -> Result<Bytes, St
 }
 
 /// The whole request body, refused beyond the message limit.
-async fn read_body<B>(body: B) -> Result<Bytes, Status>
-where
-    B: http_body::Body<Data = Bytes> + Send + 'static,
-    B::Error: Into<BoxError>,
-{
+async fn read_body(body: impl ReqBody) -> Result<Bytes, Status> {
     match Limited::new(body, MAX_MESSAGE + 5).collect().await {
         Ok(c) => Ok(c.to_bytes()),
         Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(Status::resource_exhausted(

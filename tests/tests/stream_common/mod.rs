@@ -138,3 +138,37 @@ pub fn decode_opus(data: &[u8]) -> (u64, u16) {
     let ch = info.channels.min(2);
     (pcm.len() as u64 / 2 / u64::from(ch), ch)
 }
+
+/// Two instances sharing one database, blob folder and (when given) NATS, with a track uploaded
+/// through the first and ready on it: `(a, b, token, id)`. `None` when a backend is absent.
+pub async fn pair_with_track(
+    backend: veza_tests::Backend,
+    nats: Option<String>,
+    user: &str,
+) -> Option<(TestServer, TestServer, String, i64)> {
+    let a = TestServer::start_with(backend, |c| {
+        c.nats_url = nats;
+        c.blob_url = Some(format!("file://{}/shared-blobs", c.data_dir.display()));
+    })
+    .await?;
+    let shared = a.config.blob_url.clone();
+    let b = a.sibling(|c| c.blob_url = shared).await;
+    let (_, token) = a.user(user).await;
+    let id = upload(&a, &token, user, &fixture("stereo_44k.ogg")).await;
+    assert_eq!(settle(&a, &token, id).await.status, "ready");
+    Some((a, b, token, id))
+}
+
+/// `StreamAnalytics` of `id` every `interval_ms`, as `token`.
+pub async fn analytics_feed(
+    c: &mut Client,
+    token: &str,
+    id: i64,
+    interval_ms: i32,
+) -> Result<tonic::Streaming<AnalyticsData>, Status> {
+    let req = StreamAnalyticsRequest {
+        stream_id: id,
+        interval_ms,
+    };
+    Ok(c.stream_analytics(bearer(token, req)).await?.into_inner())
+}

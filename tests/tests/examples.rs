@@ -1,5 +1,5 @@
 //! The example clients in `examples/` run against a real `--demo` server: Node.js (@grpc/grpc-js),
-//! Python (grpcio) and Go (Debian's grpc-go). Each skips, saying why, when its toolchain is
+//! Connect-ES (@connectrpc/connect), Python (grpcio) and Go (Debian's grpc-go). Each skips, saying why, when its toolchain is
 //! missing, and fails instead in CI (`VEZA_TEST_REQUIRE_SERVICES=1`); `./dev test` installs them.
 
 use std::{
@@ -37,6 +37,8 @@ async fn run_client(s: &TestServer, dir: &Path, program: &str, args: &[&str]) ->
         .args(args)
         .current_dir(dir)
         .env("VEZA_ADDR", s.grpc_url.trim_start_matches("http://"))
+        .env("VEZA_GRPC_ADDR", s.grpc_url.trim_start_matches("http://"))
+        .env("VEZA_HTTP", s.http_url.trim_start_matches("http://"))
         .env("VEZA_MAX_MESSAGES", "1")
         .kill_on_drop(true)
         .output();
@@ -55,24 +57,34 @@ async fn run_client(s: &TestServer, dir: &Path, program: &str, args: &[&str]) ->
     stdout
 }
 
+/// Runs `npm install` in `dir` unless `node_modules/{package}` is already there.
+fn npm_install(dir: &Path, package: &str) -> Result<(), String> {
+    if dir.join("node_modules").join(package).exists() {
+        return Ok(());
+    }
+    let install = Command::new("npm")
+        .args(["install", "--no-audit", "--no-fund", "--loglevel=error"])
+        .current_dir(dir)
+        .output()
+        .map_err(|e| format!("npm does not run: {e}"))?;
+    if install.status.success() {
+        Ok(())
+    } else {
+        Err(format!(
+            "npm install failed: {}",
+            String::from_utf8_lossy(&install.stderr)
+        ))
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn node_client_authenticates_sends_and_streams() {
     let dir = examples().join("node");
     if !runs("npm", &["--version"]) {
         return absent("node/npm are not installed");
     }
-    if !dir.join("node_modules/@grpc/grpc-js").exists() {
-        let install = Command::new("npm")
-            .args(["install", "--no-audit", "--no-fund", "--loglevel=error"])
-            .current_dir(&dir)
-            .output()
-            .expect("npm runs");
-        if !install.status.success() {
-            return absent(&format!(
-                "npm install failed: {}",
-                String::from_utf8_lossy(&install.stderr)
-            ));
-        }
+    if let Err(why) = npm_install(&dir, "@grpc/grpc-js") {
+        return absent(&why);
     }
     let Some(s) = demo_server().await else { return };
     let stdout = run_client(&s, &dir, "node", &["client.js"]).await;
@@ -82,6 +94,41 @@ async fn node_client_authenticates_sends_and_streams() {
         stdout.contains("Received message: Hello from Node.js client! (id 1, from user 1)"),
         "{stdout}"
     );
+    s.stop().await;
+}
+
+/// The published Connect client, once per protocol: Connect JSON and gRPC-Web over HTTP/1.1 on
+/// the HTTP port, Connect binary and gRPC over HTTP/2 on the gRPC port.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connect_es_client_over_both_ports() {
+    let dir = examples().join("connect-node");
+    if !runs("npm", &["--version"]) || !runs("protoc", &["--version"]) {
+        return absent("node/npm or protoc is not installed");
+    }
+    if let Err(why) = npm_install(&dir, "@connectrpc/connect-node") {
+        return absent(&why);
+    }
+    let Some(s) = demo_server().await else { return };
+    run_client(&s, &dir, "node", &["gen.js"]).await;
+    let stdout = run_client(&s, &dir, "node", &["client.js"]).await;
+    let protocols = [
+        "connect+json over HTTP/1.1 on the HTTP port",
+        "grpc-web over HTTP/1.1 on the HTTP port",
+        "connect+proto over HTTP/2 on the gRPC port",
+        "grpc over HTTP/2 on the gRPC port",
+    ];
+    for (i, name) in protocols.iter().enumerate() {
+        let id = i + 1;
+        for line in [
+            format!("[{name}] Authenticated as user@veza.app (user 1)"),
+            format!("[{name}] Message sent: id {id} in room 1"),
+            format!("[{name}] Received message: Hello over {name}! (id {id}, from user 1)"),
+            format!("[{name}] Wrong password refused: Unauthenticated: "),
+        ] {
+            assert!(stdout.contains(&line), "no {line:?} in {stdout}");
+        }
+    }
+    assert!(stdout.contains("All protocols passed"), "{stdout}");
     s.stop().await;
 }
 

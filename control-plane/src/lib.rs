@@ -2,6 +2,7 @@
 
 pub mod auth;
 pub mod bus;
+pub mod caller;
 pub mod cli;
 pub mod config;
 pub mod connect;

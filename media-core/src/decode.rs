@@ -10,8 +10,8 @@ use symphonia::core::io::MediaSourceStream;
 use symphonia::core::meta::{MetadataOptions, MetadataRevision, StandardTag};
 
 use crate::error::{MediaError, Result};
+use crate::meta::{ProbeInfo, Tags};
 use crate::opus_in::OggOpusReader;
-use crate::probe::{ProbeInfo, Tags};
 use crate::source::{Measured, Source};
 
 /// Most source channels we accept (they are downmixed to stereo).
@@ -43,7 +43,7 @@ impl Decoder {
         }
         let head = read_head(&mut src)?;
         guard_wav_header(&head)?;
-        let (backend, info) = if crate::opus_in::is_ogg_opus(&head) {
+        let (backend, info) = if crate::opus_head::is_ogg_opus(&head) {
             let (reader, info) = guarded(|| OggOpusReader::open(src))?;
             (Backend::Opus(Box::new(reader)), info)
         } else {

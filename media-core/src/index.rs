@@ -4,7 +4,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{MediaError, Result};
 use crate::ogg::{FLAG_BOS, parse_pages};
-use crate::opus_in::{OPUS_RATE, OpusHead};
+use crate::opus_head::{OPUS_RATE, OpusHead};
 
 /// One audio page: where it starts and the granule position at its end.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -9,7 +9,10 @@ pub mod encode;
 pub mod error;
 pub mod index;
 pub mod live;
+pub mod meta;
+pub mod mux;
 pub mod ogg;
+pub mod opus_head;
 pub mod opus_in;
 pub mod pcm;
 pub mod pipeline;
@@ -25,10 +28,11 @@ pub use decode::Decoder;
 pub use error::{MediaError, Result};
 pub use index::{PageEntry, SeekIndex};
 pub use live::{LiveEncoder, LiveInput, LiveOptions};
+pub use meta::{ProbeInfo, Tags};
 pub use pcm::{PcmChunks, source_to_pcm};
 pub use pipeline::{
     Ingest, IngestOptions, IngestSink, Limits, Rendition, Timings, ingest, ingest_bytes, ingest_to,
 };
-pub use probe::{ProbeInfo, Tags, probe};
+pub use probe::probe;
 pub use source::Source;
 pub use waveform::{Waveform, WaveformBuilder, WaveformOptions};

@@ -5,9 +5,10 @@ use bytes::Bytes;
 use crate::chunk::{AudioChunk, Codec};
 use crate::encode::{DEFAULT_COMPLEXITY, EncoderSettings, FRAME, OpusEncoder};
 use crate::error::{MediaError, Result};
-use crate::ogg::{FLAG_EOS, OggOpusMuxer};
-use crate::opus_in::OPUS_RATE;
-use crate::probe::Tags;
+use crate::meta::Tags;
+use crate::mux::OggOpusMuxer;
+use crate::ogg::FLAG_EOS;
+use crate::opus_head::OPUS_RATE;
 use crate::resample::{LIVE_CHUNK, Resampler};
 
 /// What the producer sends.

@@ -9,7 +9,8 @@ use crate::chunk::{AudioChunk, Codec};
 use crate::decode::Decoder;
 use crate::error::Result;
 use crate::index::SeekIndex;
-use crate::opus_in::{OPUS_RATE, OggOpusReader};
+use crate::opus_head::OPUS_RATE;
+use crate::opus_in::OggOpusReader;
 use crate::resample::{INGEST_CHUNK, Resampler};
 use crate::source::{Measured, Source};
 

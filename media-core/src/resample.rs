@@ -4,7 +4,7 @@ use rubato::audioadapter_buffers::direct::InterleavedSlice;
 use rubato::{Fft, FixedSync, Indexing, Resampler as _};
 
 use crate::error::{MediaError, Result};
-use crate::opus_in::OPUS_RATE;
+use crate::opus_head::OPUS_RATE;
 
 /// Input frames per resampler call for file ingest.
 pub const INGEST_CHUNK: usize = 4096;

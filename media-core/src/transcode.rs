@@ -7,8 +7,8 @@ use std::path::{Path, PathBuf};
 use serde::Serialize;
 
 use crate::error::Result;
+use crate::meta::ProbeInfo;
 use crate::pipeline::{IngestOptions, Timings, ingest};
-use crate::probe::ProbeInfo;
 use crate::waveform::WaveformOptions;
 
 /// Inputs of a transcode run.

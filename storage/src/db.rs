@@ -25,8 +25,9 @@ pub struct Db {
 }
 
 impl Db {
-    /// Connects to `url` (`sqlite://…` or `postgres://…`) and applies the migrations.
-    pub async fn connect(url: &str) -> Result<Db> {
+    /// Opens the pool for `url` (`sqlite://…` or `postgres://…`), without migrating: see
+    /// [`Db::connect`].
+    pub(crate) async fn open(url: &str) -> Result<Db> {
         sqlx::any::install_default_drivers();
         let backend = backend_of(url)?;
         if backend == Backend::Sqlite {
@@ -40,8 +41,12 @@ impl Db {
             .after_connect(move |conn, _| {
                 Box::pin(async move {
                     if backend == Backend::Sqlite {
-                        conn.execute("PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 10000;")
-                            .await?;
+                        // FULL: a commit is on disk (in the WAL) before it is acknowledged.
+                        conn.execute(
+                            "PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 10000; \
+                             PRAGMA synchronous = FULL;",
+                        )
+                        .await?;
                     }
                     Ok(())
                 })
@@ -51,9 +56,7 @@ impl Db {
         if backend == Backend::Sqlite {
             pool.execute("PRAGMA journal_mode = WAL;").await?;
         }
-        let db = Db { pool, backend };
-        crate::migrate::run(&db).await?;
-        Ok(db)
+        Ok(Db { pool, backend })
     }
 
     /// The SQLite URL of the embedded database inside `data_dir`.

@@ -6,20 +6,10 @@
 
 use sqlx::Row;
 
+use crate::batch::{chunks, values};
+use crate::event_record::EventRecord;
+use crate::rollup::{self, HOUR_MS};
 use crate::{Db, error::Result, now_ms};
-
-/// An analytics event as stored.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct EventRecord {
-    pub id: i64,
-    pub event_type: String,
-    /// 0 for anonymous events.
-    pub user_id: i64,
-    /// When the event happened, ms since the epoch.
-    pub ts: i64,
-    pub source: String,
-    pub properties: Vec<(String, String)>,
-}
 
 /// What [`Db::event_buckets`] counts.
 #[derive(Debug, Clone)]
@@ -46,46 +36,6 @@ pub struct BucketRow {
     pub unique_users: i64,
 }
 
-/// Rows per multi-row `INSERT` (the remainder goes in power-of-two chunks, so only a handful of
-/// distinct statements are ever prepared). Kept small: SQLite looks bind parameters up by name
-/// in a linear list, so the cost of binding grows with the square of the parameter count.
-const CHUNK: usize = 64;
-
-use crate::rollup::{self, HOUR_MS};
-
-fn chunks(n: usize) -> Vec<usize> {
-    let mut out = vec![CHUNK; n / CHUNK];
-    let mut rest = n % CHUNK;
-    let mut size = CHUNK / 2;
-    while rest > 0 {
-        if rest >= size {
-            out.push(size);
-            rest -= size;
-        }
-        size /= 2;
-    }
-    out
-}
-
-fn values(rows: usize, cols: usize) -> String {
-    let mut s = String::with_capacity(rows * cols * 5);
-    for r in 0..rows {
-        if r > 0 {
-            s.push(',');
-        }
-        s.push('(');
-        for c in 0..cols {
-            if c > 0 {
-                s.push(',');
-            }
-            s.push('$');
-            s.push_str(&(r * cols + c + 1).to_string());
-        }
-        s.push(')');
-    }
-    s
-}
-
 impl Db {
     /// Registers a starting analytics writer and returns its node number (unique per start).
     pub async fn register_analytics_node(&self) -> Result<i64> {
@@ -106,7 +56,7 @@ impl Db {
         for n in chunks(events.len()) {
             let sql = format!(
                 "INSERT INTO events (id, event_type, user_id, ts, hour, source) VALUES {}",
-                values(n, 6)
+                values(n, 6, 1)
             );
             let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
             for e in &events[at..at + n] {
@@ -133,7 +83,7 @@ impl Db {
         for n in chunks(props.len()) {
             let sql = format!(
                 "INSERT INTO event_properties (event_id, key, value) VALUES {}",
-                values(n, 3)
+                values(n, 3, 1)
             );
             let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
             for (id, k, v) in &props[at..at + n] {
@@ -329,17 +279,4 @@ fn bucket_rows(rows: Vec<sqlx::any::AnyRow>) -> Result<Vec<BucketRow>> {
             })
         })
         .collect()
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn chunks_cover_every_row_with_few_sizes() {
-        for n in [0, 1, 7, 255, 256, 257, 1000, 5000] {
-            let c = super::chunks(n);
-            assert_eq!(c.iter().sum::<usize>(), n);
-            assert!(c.iter().all(|s| s.is_power_of_two()));
-        }
-        assert_eq!(super::values(2, 2), "($1,$2),($3,$4)");
-    }
 }

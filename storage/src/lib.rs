@@ -1,9 +1,11 @@
 //! Veza storage: typed repositories over SQLite or PostgreSQL, and the blob store.
 
 mod api_keys;
+mod batch;
 mod blob;
 mod db;
 mod error;
+mod event_record;
 mod events;
 mod live;
 mod media;
@@ -22,7 +24,8 @@ pub use api_keys::{ApiKeyRecord, NewApiKey};
 pub use blob::BlobStore;
 pub use db::{Backend, Db};
 pub use error::StorageError;
-pub use events::{BucketQuery, BucketRow, EventRecord};
+pub use event_record::EventRecord;
+pub use events::{BucketQuery, BucketRow};
 pub use live::NewLive;
 pub use media::{MediaRecord, NewMedia, ProbedMedia};
 pub use messages::{MessageRecord, NewMessage, Rejected};

@@ -7,6 +7,15 @@ use crate::{
     error::Result,
 };
 
+impl Db {
+    /// Connects to `url` (`sqlite://…` or `postgres://…`) and applies the migrations.
+    pub async fn connect(url: &str) -> Result<Db> {
+        let db = Db::open(url).await?;
+        run(&db).await?;
+        Ok(db)
+    }
+}
+
 /// (version, SQLite script, PostgreSQL script)
 const MIGRATIONS: &[(i64, &str, &str)] = &[
     (
@@ -62,7 +71,7 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
 ];
 
 /// Applies every migration the database has not seen yet, each in its own transaction.
-pub(crate) async fn run(db: &Db) -> Result<()> {
+async fn run(db: &Db) -> Result<()> {
     let mut conn = db.pool.acquire().await?;
     if db.backend() == Backend::Postgres {
         // Serialise concurrent start-ups of several instances.

@@ -10,13 +10,11 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use sqlx::Row;
 
-use crate::{Db, error::Result, events::EventRecord};
+use crate::batch::{chunks, values};
+use crate::{Db, error::Result, event_record::EventRecord};
 
 /// One hour in ms: the rollup's granularity.
 pub(crate) const HOUR_MS: i64 = 3_600_000;
-
-/// User ids per `INSERT` (powers of two below it for the rest, see [`chunks`]).
-const CHUNK: usize = 64;
 
 /// One hour of the rollup.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -50,7 +48,7 @@ pub(crate) async fn add(
             let sql = format!(
                 "INSERT INTO event_hour_users (event_type, hour, user_id) \
                  SELECT $1, $2, column1 FROM (VALUES {}) v WHERE true ON CONFLICT DO NOTHING",
-                values(n)
+                values(n, 1, 3)
             );
             let mut q = sqlx::query(sqlx::AssertSqlSafe(sql))
                 .bind(event_type)
@@ -119,45 +117,5 @@ impl Db {
             .await?;
         tx.commit().await?;
         Ok(done.rows_affected())
-    }
-}
-
-/// `n` as [`CHUNK`]-sized pieces then powers of two, so few distinct statements exist.
-fn chunks(n: usize) -> Vec<usize> {
-    let mut out = vec![CHUNK; n / CHUNK];
-    let mut rest = n % CHUNK;
-    let mut size = CHUNK / 2;
-    while rest > 0 {
-        if rest >= size {
-            out.push(size);
-            rest -= size;
-        }
-        size /= 2;
-    }
-    out
-}
-
-/// `($3),($4),…` for `rows` one-column rows after the two leading parameters.
-fn values(rows: usize) -> String {
-    let mut s = String::with_capacity(rows * 6);
-    for r in 0..rows {
-        if r > 0 {
-            s.push(',');
-        }
-        s.push_str("($");
-        s.push_str(&(r + 3).to_string());
-        s.push(')');
-    }
-    s
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn statement_shapes() {
-        assert_eq!(super::values(3), "($3),($4),($5)");
-        for n in [0, 1, 63, 64, 65, 1000] {
-            assert_eq!(super::chunks(n).iter().sum::<usize>(), n);
-        }
     }
 }

@@ -191,7 +191,7 @@ fn decode(bytes: &[u8]) -> (Vec<f32>, u16) {
     assert!(pages.len() >= 3, "headers and audio");
     let head = &bytes[pages[0].offset..pages[0].offset + pages[0].len];
     let head_packet = ogg::page_packets(bytes, &pages[0]);
-    let opus_head = veza_media_core::opus_in::OpusHead::parse(&bytes[head_packet[0].clone()])
+    let opus_head = veza_media_core::opus_head::OpusHead::parse(&bytes[head_packet[0].clone()])
         .expect("OpusHead first");
     assert!(head.starts_with(b"OggS"));
     let tags = ogg::page_packets(bytes, &pages[1]);

@@ -2,7 +2,6 @@
 //! enforces it on every call.
 
 mod authenticator;
-mod caller;
 mod layer;
 mod lease;
 pub mod password;
@@ -10,8 +9,8 @@ pub mod revocations;
 pub mod secrets;
 mod tokens;
 
+use crate::caller::{ApiKeyCaller, Caller, UserCaller};
 pub use authenticator::{AuthFailure, Authenticator};
-pub use caller::{ApiKeyCaller, Caller, UserCaller};
 pub use layer::AuthLayer;
 pub use revocations::Revocations;
 pub use tokens::{Claims, ISSUER, KEY_FILE, TokenError, TokenKeys};

@@ -13,8 +13,9 @@ use super::{
     validate,
 };
 use crate::{
-    auth::{Authenticator, Caller, Claims, password, revocations::Revocation, secrets},
+    auth::{Authenticator, Claims, password, revocations::Revocation, secrets},
     bus::{Bus, BusEvent},
+    caller::Caller,
 };
 
 /// A freshly issued token pair.

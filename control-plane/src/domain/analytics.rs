@@ -23,8 +23,8 @@ use veza_storage::{BucketQuery, Db, EventRecord, now_ms};
 
 use super::error::{DomainError, Result};
 use crate::{
-    auth::Caller,
     bus::{Bus, BusEvent},
+    caller::Caller,
     metrics::Metrics,
     shutdown::Shutdown,
 };

@@ -7,7 +7,8 @@ use super::{
     error::{DomainError, Result},
     validate,
 };
-use crate::auth::{Caller, SCOPES, revocations::Revocation, secrets};
+use crate::auth::{SCOPES, revocations::Revocation, secrets};
+use crate::caller::Caller;
 
 impl Accounts {
     /// Creates a key; returns the key itself (never stored) and its record.

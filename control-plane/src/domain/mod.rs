@@ -1,5 +1,5 @@
-//! The rules of Veza, free of protobuf and SQL: accounts and sessions, API keys, and (later) chat,
-//! media, notifications and analytics.
+//! The rules of Veza, free of protobuf and SQL: accounts and sessions, API keys, chat, media and
+//! live streams, notifications, analytics and the limits that bound them.
 
 mod accounts;
 pub mod analytics;

@@ -16,8 +16,8 @@ use veza_storage::{Db, NewNotification, NotificationRecord};
 
 use super::error::{DomainError, Result};
 use crate::{
-    auth::Caller,
     bus::{Bus, BusEvent, Subscription},
+    caller::Caller,
     metrics::Metrics,
 };
 

@@ -162,7 +162,7 @@ impl ChatService for ChatApi {
 /// status. Stops as soon as the response side is gone (client left, or server draining).
 async fn relay_inbound(
     chat: Arc<Chat>,
-    who: crate::auth::Caller,
+    who: crate::caller::Caller,
     mut inbound: Streaming<pb::ChatMessage>,
     errors: mpsc::Sender<Status>,
 ) {

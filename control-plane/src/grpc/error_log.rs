@@ -7,7 +7,7 @@ use std::{fmt, net::SocketAddr};
 
 use tracing::Level;
 
-use crate::auth::Caller;
+use crate::caller::Caller;
 
 /// Who made a call, as the log names it. The auth layer puts it in the response extensions of
 /// the calls it authenticated that failed at once or that stream (their status may come later,

@@ -20,7 +20,7 @@ use tonic::{Status, body::Body, server::NamedService};
 use veza_proto::stream as pb;
 
 use crate::{
-    auth::Caller,
+    caller::Caller,
     domain::{
         Media,
         live::{ListenRequest, Live, LiveFeed, Page},

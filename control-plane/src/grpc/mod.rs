@@ -18,7 +18,7 @@ pub mod trailers;
 
 use tonic::{Request, Status};
 
-use crate::auth::Caller;
+use crate::caller::Caller;
 
 /// The caller the auth layer attached to this request.
 pub fn caller<T>(req: &Request<T>) -> Result<Caller, Status> {

@@ -13,7 +13,7 @@ use tonic::Status;
 use tower::{Layer, Service};
 
 use crate::{
-    auth::Caller,
+    caller::Caller,
     domain::limits::{self, SharedLimiter},
 };
 

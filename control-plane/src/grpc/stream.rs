@@ -263,7 +263,7 @@ impl StreamApi {
     /// `StreamAudio` on a live id: the shared pages from the live edge.
     async fn listen_live(
         &self,
-        who: &crate::auth::Caller,
+        who: &crate::caller::Caller,
         r: pb::StreamAudioRequest,
         country: Option<String>,
     ) -> Result<Response<BoxStream<pb::AudioChunk>>, Status> {

@@ -21,7 +21,7 @@ use super::{
     error::{DomainError, Result},
     validate,
 };
-use crate::{auth::Caller, bus::Bus};
+use crate::{bus::Bus, caller::Caller};
 
 /// Longest message, in characters.
 pub const MAX_CONTENT: usize = 4000;

@@ -18,8 +18,8 @@ use tokio::sync::broadcast::error::RecvError;
 
 use super::{
     channel::{Channel, Event, Page},
+    guard::ListenerGuard,
     ingest::now_us,
-    listen::ListenerGuard,
 };
 use crate::metrics::Metrics;
 

@@ -23,7 +23,7 @@ use super::{
     channel::{Channel, Page},
     lock,
 };
-use crate::{auth::Caller, bus::Bus, domain::media::MAX_CHUNK_BYTES};
+use crate::{bus::Bus, caller::Caller, domain::media::MAX_CHUNK_BYTES};
 
 /// Pre-skip written in the header of Opus input (libopus's encoder delay at 48 kHz).
 const OPUS_INPUT_PRE_SKIP: u16 = 312;

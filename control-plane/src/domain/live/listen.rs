@@ -15,9 +15,10 @@ use super::{
     DomainError, Live, Result,
     channel::{Channel, Event, Page},
     fanout::{Attached, Sink},
+    guard::ListenerGuard,
     ingest::now_us,
 };
-use crate::{auth::Caller, bus::Bus};
+use crate::{bus::Bus, caller::Caller};
 
 /// What a live listener asks for.
 #[derive(Debug, Clone, Default)]
@@ -151,55 +152,6 @@ async fn next_page(mut s: FeedState) -> Option<(Arc<Page>, FeedState)> {
                 s.guard.live.inner.metrics.live_skips.inc();
             }
         }
-    }
-}
-
-/// Counts a listener in while it lives; emits `play_started` / `play_finished`.
-pub(super) struct ListenerGuard {
-    live: Live,
-    channel: Arc<Channel>,
-    country: Option<String>,
-    user: i64,
-    pub(super) pages: u64,
-}
-
-impl ListenerGuard {
-    fn new(live: Live, channel: Arc<Channel>, country: Option<String>, user: i64) -> Self {
-        channel.listener_in(country.as_deref());
-        live.inner.listeners.fetch_add(1, Ordering::Relaxed);
-        live.inner.metrics.live_listeners.inc();
-        live.inner.analytics.emit(
-            "play_started",
-            user,
-            vec![
-                ("stream_id".into(), channel.id.to_string()),
-                ("live".into(), "true".into()),
-            ],
-        );
-        ListenerGuard {
-            live,
-            channel,
-            country,
-            user,
-            pages: 0,
-        }
-    }
-}
-
-impl Drop for ListenerGuard {
-    fn drop(&mut self) {
-        self.channel.listener_out(self.country.as_deref());
-        self.live.inner.listeners.fetch_sub(1, Ordering::Relaxed);
-        self.live.inner.metrics.live_listeners.dec();
-        self.live.inner.analytics.emit(
-            "play_finished",
-            self.user,
-            vec![
-                ("stream_id".into(), self.channel.id.to_string()),
-                ("live".into(), "true".into()),
-                ("chunks".into(), self.pages.to_string()),
-            ],
-        );
     }
 }
 

@@ -5,6 +5,7 @@
 
 mod channel;
 mod fanout;
+mod guard;
 mod ingest;
 mod listen;
 mod presence;
@@ -33,7 +34,7 @@ use super::{
     Analytics, Media,
     error::{DomainError, Result},
 };
-use crate::{auth::Caller, bus::Bus, metrics::Metrics, shutdown::Shutdown};
+use crate::{bus::Bus, caller::Caller, metrics::Metrics, shutdown::Shutdown};
 
 /// Settings of live streaming.
 #[derive(Debug, Clone)]

@@ -7,7 +7,7 @@ use std::{collections::BTreeSet, pin::Pin, sync::atomic::Ordering, time::Duratio
 use futures::Stream;
 
 use super::{DomainError, Live, Result, channel::median_between};
-use crate::auth::Caller;
+use crate::caller::Caller;
 
 /// How long after a play starts it is counted: events are written in batches, and a window
 /// that closed before its events landed would miss them. Windows tile, so each play counts once.

@@ -37,7 +37,7 @@ use super::{
     Analytics, Notifier,
     error::{DomainError, Result},
 };
-use crate::{auth::Caller, shutdown::Shutdown};
+use crate::{caller::Caller, shutdown::Shutdown};
 
 /// Largest `UploadAudioRequest.metadata` kept with a track (opaque bytes, as chat's).
 pub const MAX_METADATA: usize = 16 * 1024;

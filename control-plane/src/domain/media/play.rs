@@ -9,7 +9,7 @@ use veza_media_core::{AudioChunk, Chunker, PcmChunks, TRACK_CHUNK_MS};
 use veza_storage::MediaRecord;
 
 use super::{DomainError, Media, Result, not_found, pick_rendition};
-use crate::{auth::Caller, domain::Analytics};
+use crate::{caller::Caller, domain::Analytics};
 
 /// Output format of `StreamAudio`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -62,7 +62,7 @@ impl Media {
         let m = self.info(who, id).await?;
         if m.kind != "track" {
             return Err(DomainError::FailedPrecondition(format!(
-                "media {id} is a live stream; live playback is not supported yet"
+                "media {id} is a live stream, not a track: listen to it live"
             )));
         }
         if m.status != "ready" {

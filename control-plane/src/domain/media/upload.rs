@@ -13,7 +13,7 @@ use tokio::{io::AsyncWriteExt, sync::mpsc, task::JoinHandle};
 use veza_storage::{BlobStore, MediaRecord, ProbedMedia};
 
 use super::{DomainError, Media, Result, not_found, parts::SourceFile};
-use crate::auth::Caller;
+use crate::caller::Caller;
 
 /// Largest `audio_data` of one upload chunk.
 pub const MAX_CHUNK_BYTES: usize = 1 << 20;
@@ -80,7 +80,7 @@ impl Media {
         }
         if m.kind != "track" {
             return Err(DomainError::FailedPrecondition(format!(
-                "media {id} is a live stream; live input is not supported yet"
+                "media {id} is a live stream, not a track to upload"
             )));
         }
         let Some((generation, chunks_stored, bytes_stored)) =

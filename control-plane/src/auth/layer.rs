@@ -17,7 +17,7 @@ use tower::{Layer, Service};
 use crate::grpc::error_log::CallerTag;
 
 use super::{
-    AuthFailure, Authenticator, Caller,
+    Authenticator, Caller,
     lease::{Guarded, Lease, Role},
 };
 
@@ -90,7 +90,7 @@ where
             let streaming = crate::grpc::metrics_layer::is_streaming(path);
             let caller = match auth.authenticate(req.headers()).await {
                 Ok(caller) => caller,
-                Err(failure) => return Ok(status_of(failure).into_http()),
+                Err(failure) => return Ok(Status::from(failure).into_http()),
             };
             let tag = CallerTag::from(&caller);
             if !streaming {
@@ -139,16 +139,6 @@ fn failed_at_once(resp: &http::Response<Body>) -> bool {
     resp.headers()
         .get("grpc-status")
         .is_some_and(|v| v.as_bytes() != b"0")
-}
-
-fn status_of(failure: AuthFailure) -> Status {
-    match failure {
-        AuthFailure::Backend(e) => {
-            tracing::error!(error = %e, "authentication backend failed");
-            Status::unavailable("authentication backend unavailable")
-        }
-        other => Status::unauthenticated(other.to_string()),
-    }
 }
 
 #[cfg(test)]

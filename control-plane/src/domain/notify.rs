@@ -82,28 +82,11 @@ impl Notifier {
         body: &str,
         data: HashMap<String, String>,
     ) -> Result<Vec<i64>> {
-        let mut seen = std::collections::HashSet::new();
-        let users: Vec<i64> = user_ids
-            .iter()
-            .copied()
-            .filter(|u| seen.insert(*u))
-            .collect();
+        let users = super::validate::ids("user_ids", user_ids, MAX_RECIPIENTS, "user")?;
         if users.is_empty() {
             return Err(DomainError::invalid(
                 "user_ids",
                 "at least one recipient is required",
-            ));
-        }
-        if users.len() > MAX_RECIPIENTS {
-            return Err(DomainError::invalid(
-                "user_ids",
-                format!("at most {MAX_RECIPIENTS} recipients"),
-            ));
-        }
-        if let Some(bad) = users.iter().find(|u| **u <= 0) {
-            return Err(DomainError::invalid(
-                "user_ids",
-                format!("{bad} is not a user id"),
             ));
         }
         let kind = check_kind(kind)?;
@@ -215,21 +198,9 @@ impl Notifier {
                     "name at least one id, or set all",
                 ));
             }
-            if ids.len() > MAX_MARK_IDS {
-                return Err(DomainError::invalid(
-                    "notification_ids",
-                    format!("at most {MAX_MARK_IDS} ids"),
-                ));
-            }
-            if let Some(bad) = ids.iter().find(|i| **i <= 0) {
-                return Err(DomainError::invalid(
-                    "notification_ids",
-                    format!("{bad} is not a notification id"),
-                ));
-            }
-            let mut ids = ids.to_vec();
+            let mut ids =
+                super::validate::ids("notification_ids", ids, MAX_MARK_IDS, "notification")?;
             ids.sort_unstable();
-            ids.dedup();
             self.db.mark_notifications_read(user_id, &ids).await?
         };
         let unread = self.db.notification_counts(user_id).await?.unread;

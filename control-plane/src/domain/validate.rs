@@ -124,6 +124,26 @@ pub fn body_chars(field: &'static str, value: &str) -> Result<()> {
     Ok(())
 }
 
+/// A list of ids (`noun` ids: "user", "notification"): at most `max` of them, each positive;
+/// returned without repeats, in order of first appearance. Whether it may be empty is the
+/// caller's rule.
+pub fn ids(field: &'static str, ids: &[i64], max: usize, noun: &str) -> Result<Vec<i64>> {
+    if ids.len() > max {
+        return Err(DomainError::invalid(
+            field,
+            format!("at most {max} {noun} ids"),
+        ));
+    }
+    if let Some(bad) = ids.iter().find(|i| **i <= 0) {
+        return Err(DomainError::invalid(
+            field,
+            format!("{bad} is not a {noun} id"),
+        ));
+    }
+    let mut seen = std::collections::HashSet::with_capacity(ids.len());
+    Ok(ids.iter().copied().filter(|i| seen.insert(*i)).collect())
+}
+
 /// A username derived from an email's local part when none was given.
 pub fn username_from_email(email: &str) -> String {
     let local: String = email

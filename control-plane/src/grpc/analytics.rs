@@ -87,8 +87,8 @@ impl AnalyticsService for AnalyticsApi {
             buckets: buckets
                 .into_iter()
                 .map(|b| pb::AnalyticsBucket {
-                    start: exact_timestamp(b.start),
-                    end: exact_timestamp(b.end),
+                    start: Some(super::timestamp_at(b.start)),
+                    end: Some(super::timestamp_at(b.end)),
                     count: b.count,
                     unique_users: b.unique_users,
                     group: b.group,
@@ -189,17 +189,9 @@ fn event_data(e: EventRecord) -> pb::EventData {
         event_type: e.event_type,
         user_id: e.user_id,
         properties: e.properties.into_iter().collect(),
-        timestamp: exact_timestamp(e.ts),
+        timestamp: Some(super::timestamp_at(e.ts)),
         source: e.source,
     }
-}
-
-/// A protobuf timestamp from ms, including the epoch itself.
-fn exact_timestamp(ms: i64) -> Option<prost_types::Timestamp> {
-    Some(prost_types::Timestamp {
-        seconds: ms.div_euclid(1000),
-        nanos: (ms.rem_euclid(1000) * 1_000_000) as i32,
-    })
 }
 
 /// Milliseconds since the epoch from a protobuf timestamp, refusing nonsense.

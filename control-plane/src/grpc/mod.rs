@@ -28,12 +28,17 @@ pub fn caller<T>(req: &Request<T>) -> Result<Caller, Status> {
         .ok_or_else(|| Status::unauthenticated("missing credentials"))
 }
 
-/// A protobuf timestamp from milliseconds since the epoch (`None` for 0).
+/// A protobuf timestamp from milliseconds since the epoch (`None` for 0: unset).
 pub fn timestamp(ms: i64) -> Option<prost_types::Timestamp> {
-    (ms > 0).then(|| prost_types::Timestamp {
+    (ms > 0).then(|| timestamp_at(ms))
+}
+
+/// A protobuf timestamp from milliseconds, the epoch and negative times included.
+pub fn timestamp_at(ms: i64) -> prost_types::Timestamp {
+    prost_types::Timestamp {
         seconds: ms.div_euclid(1000),
         nanos: (ms.rem_euclid(1000) * 1_000_000) as i32,
-    })
+    }
 }
 
 /// What the gRPC port knows of the connection a request came on (plain or TLS).

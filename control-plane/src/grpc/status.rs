@@ -1,9 +1,21 @@
-//! The one mapping from [`DomainError`] to `tonic::Status` (SPEC §9).
+//! The one mapping from [`DomainError`] and [`AuthFailure`] to `tonic::Status` (SPEC §9).
 
 use tonic::{Code, Status};
 use tonic_types::{ErrorDetails, StatusExt};
 
-use crate::domain::DomainError;
+use crate::{auth::AuthFailure, domain::DomainError};
+
+impl From<AuthFailure> for Status {
+    fn from(failure: AuthFailure) -> Status {
+        match failure {
+            AuthFailure::Backend(e) => {
+                tracing::error!(error = %e, "authentication backend failed");
+                Status::unavailable("authentication backend unavailable")
+            }
+            other => Status::unauthenticated(other.to_string()),
+        }
+    }
+}
 
 impl From<DomainError> for Status {
     fn from(e: DomainError) -> Status {

@@ -182,10 +182,7 @@ impl StreamService for StreamApi {
                 sample_rate: c.sample_rate as i32,
                 channels: i32::from(c.channels),
                 codec: c.codec.as_str().to_string(),
-                timestamp: Some(prost_types::Timestamp {
-                    seconds: (c.timestamp_ms / 1000) as i64,
-                    nanos: ((c.timestamp_ms % 1000) * 1_000_000) as i32,
-                }),
+                timestamp: Some(position(c.timestamp_ms)),
             })
             .map_err(Status::from)
         });
@@ -297,10 +294,7 @@ pub(crate) fn live_audio_chunk(id: i64, p: &Page) -> pb::AudioChunk {
         sample_rate: 48_000,
         channels: i32::from(p.channels),
         codec: "opus".into(),
-        timestamp: Some(prost_types::Timestamp {
-            seconds: (p.timestamp_ms / 1000) as i64,
-            nanos: ((p.timestamp_ms % 1000) * 1_000_000) as i32,
-        }),
+        timestamp: Some(position(p.timestamp_ms)),
     }
 }
 
@@ -319,4 +313,9 @@ fn broken(s: Status) -> DomainError {
         "upload stream broken ({}); resume from GetStreamInfo.chunks_received",
         s.message()
     ))
+}
+
+/// A chunk's position (ms from the start of the stream) as a protobuf timestamp.
+fn position(ms: u64) -> prost_types::Timestamp {
+    super::timestamp_at(i64::try_from(ms).unwrap_or(i64::MAX))
 }

@@ -109,12 +109,7 @@ impl Chat {
             return Err(DomainError::invalid("name", "must not be empty"));
         }
         let description = validate::body("description", description, 1000)?;
-        if member_ids.len() > 1000 {
-            return Err(DomainError::invalid(
-                "member_ids",
-                "at most 1000 members at creation",
-            ));
-        }
+        let member_ids = &validate::ids("member_ids", member_ids, 1000, "user")?;
         let found = self.db.existing_users(member_ids).await?;
         if let Some(missing) = member_ids.iter().find(|id| !found.contains(id)) {
             return Err(DomainError::invalid(

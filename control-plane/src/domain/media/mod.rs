@@ -232,16 +232,16 @@ impl Media {
         Ok(m)
     }
 
+    /// Media `id` as stored, or `NOT_FOUND`; no visibility check (see [`Media::info`]).
+    pub(super) async fn record(&self, id: i64) -> Result<MediaRecord> {
+        self.inner.db.media(id).await?.ok_or_else(|| not_found(id))
+    }
+
     /// A track or live stream. Public ones are visible to every authenticated caller; private
     /// ones only to their owner and admins, and to anyone else they do not exist (`NOT_FOUND`,
     /// like unknown ids).
     pub async fn info(&self, who: &Caller, id: i64) -> Result<MediaRecord> {
-        let m = self
-            .inner
-            .db
-            .media(id)
-            .await?
-            .ok_or_else(|| not_found(id))?;
+        let m = self.record(id).await?;
         if m.is_private && !who.may_act_for(m.owner_id) {
             return Err(not_found(id));
         }
@@ -275,12 +275,7 @@ impl Media {
     }
 
     async fn ready(&self, id: i64) -> Result<MediaRecord> {
-        let m = self
-            .inner
-            .db
-            .media(id)
-            .await?
-            .ok_or_else(|| not_found(id))?;
+        let m = self.record(id).await?;
         if m.status != "ready" {
             return Err(DomainError::FailedPrecondition(format!(
                 "track {id} is {}, not ready",

@@ -62,12 +62,7 @@ impl Media {
             }
         };
         let id = first.media_id;
-        let m = self
-            .inner
-            .db
-            .media(id)
-            .await?
-            .ok_or_else(|| not_found(id))?;
+        let m = self.record(id).await?;
         // Scope: the owner, an admin, or an API key with stream:publish; on every chunk too, as
         // each must carry this track's id (`check_chunk`).
         if !(who.may_act_for(m.owner_id) || who.has_scope("stream:publish")) {
@@ -346,7 +341,7 @@ impl Media {
             ],
         );
         self.enqueue(id, Some(source));
-        self.inner.db.media(id).await?.ok_or_else(|| not_found(id))
+        self.record(id).await
     }
 
     /// Best effort, in the background, for a failed upload: its chunk objects are not needed.
@@ -371,12 +366,7 @@ impl Media {
     /// The stored source of media `id`: its chunk files with a local blob store, else the
     /// chunks fetched into a new local file (`true`: a file the caller deletes).
     pub(super) async fn stored_source(&self, id: i64) -> Result<(SourceFile, bool)> {
-        let m = self
-            .inner
-            .db
-            .media(id)
-            .await?
-            .ok_or_else(|| not_found(id))?;
+        let m = self.record(id).await?;
         if let Some(parts) = self.source_of(id, m.chunks_received) {
             return Ok((parts, false));
         }

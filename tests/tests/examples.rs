@@ -1,6 +1,7 @@
 //! The example clients in `examples/` run against a real `--demo` server: Node.js (@grpc/grpc-js),
-//! Connect-ES (@connectrpc/connect), Python (grpcio) and Go (Debian's grpc-go). Each skips, saying why, when its toolchain is
-//! missing, and fails instead in CI (`VEZA_TEST_REQUIRE_SERVICES=1`); `./dev test` installs them.
+//! Connect-ES (@connectrpc/connect), Python (grpcio) and Go (Debian's grpc-go). Each skips,
+//! saying why, when its toolchain is missing, and fails instead in CI
+//! (`VEZA_TEST_REQUIRE_SERVICES=1`); `./dev test` installs them.
 
 use std::{
     path::{Path, PathBuf},

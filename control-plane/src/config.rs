@@ -105,6 +105,10 @@ pub struct Options {
     /// Threads writing live audio to listeners' connections [default: 1].
     #[arg(long, env = "VEZA_LIVE_WRITERS")]
     pub live_writers: Option<usize>,
+    /// Write live audio straight onto listeners' sockets from the writer threads; `false` sends
+    /// it through hyper's ordinary response bodies (the reference path) [default: true].
+    #[arg(long, env = "VEZA_LIVE_DIRECT", num_args = 1)]
+    pub live_direct: Option<bool>,
     /// Longest decoded duration of an upload, in seconds [default: 21600, 6 h].
     #[arg(long, env = "VEZA_MAX_TRACK_DURATION")]
     pub max_track_duration: Option<u64>,
@@ -222,6 +226,8 @@ pub struct Config {
     pub live_bitrate: u32,
     /// Live writer threads (at least 1).
     pub live_writers: usize,
+    /// Live audio written straight to sockets (`false`: through hyper's bodies).
+    pub live_direct: bool,
     /// Longest decoded duration of an upload.
     pub max_track_duration: Duration,
     /// Processing attempts per track (at least 1).
@@ -279,7 +285,7 @@ impl Options {
             tls_cert, tls_key, jwt_alg, jwt_secret, access_token_ttl, refresh_token_ttl, log_format,
             shutdown_grace, demo, analytics_retention_days, max_upload_bytes, processing_workers, renditions,
             media_cache_bytes, media_url_ttl, live_chunk_ms, live_burst_ms, live_max_lag_ms, live_grace,
-            live_max_listeners_per_stream, live_max_listeners, live_bitrate, live_writers,
+            live_max_listeners_per_stream, live_max_listeners, live_bitrate, live_writers, live_direct,
             max_track_duration, processing_attempts, storage_quota_bytes, max_uploads_per_user,
             max_live_per_user, rate_limit_rps, rate_limit_burst, register_per_hour,
             max_concurrent_streams, keepalive_interval, keepalive_timeout, unary_timeout,
@@ -394,6 +400,7 @@ impl Options {
             live_max_listeners: o.live_max_listeners.unwrap_or(0),
             live_bitrate,
             live_writers: o.live_writers.unwrap_or(1).clamp(1, 64),
+            live_direct: o.live_direct.unwrap_or(true),
             max_track_duration: Duration::from_secs(
                 o.max_track_duration.unwrap_or(6 * 3600).max(1),
             ),

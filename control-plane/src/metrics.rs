@@ -68,6 +68,24 @@ pub struct EventMetrics {
     pub queue_depth: Gauge,
 }
 
+/// The labels of `veza_live_served_total`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ServedLabels {
+    /// `grpc` or `http`.
+    pub transport: &'static str,
+    /// `direct` (the live writer threads write the socket) or `hyper` (response bodies).
+    pub path: &'static str,
+}
+
+impl Metrics {
+    /// Counts one live listener served over `transport` by `path`.
+    pub fn served(&self, transport: &'static str, path: &'static str) {
+        self.live_served
+            .get_or_create(&ServedLabels { transport, path })
+            .inc();
+    }
+}
+
 /// One instance's metrics.
 pub struct Metrics {
     registry: Mutex<Registry>,
@@ -79,6 +97,8 @@ pub struct Metrics {
     pub live_skips: Counter,
     /// Live listeners whose audio the writer threads put straight onto their connection.
     pub live_direct: Counter,
+    /// Live listeners served, by transport and by the path their audio took.
+    pub live_served: Family<ServedLabels, Counter>,
     /// Audio bytes received by uploads.
     pub upload_bytes: Counter,
     /// Notifications created.
@@ -136,6 +156,7 @@ impl Metrics {
         let upload_bytes = Counter::default();
         let live_skips = Counter::default();
         let live_direct = Counter::default();
+        let live_served = Family::<ServedLabels, Counter>::default();
         let notifications_created = Counter::default();
         let events = EventMetrics::default();
         let veza = registry.sub_registry_with_prefix("veza");
@@ -158,6 +179,11 @@ impl Metrics {
             "live_direct_listeners",
             "Live listeners served by direct writes to their HTTP/2 connection",
             live_direct.clone(),
+        );
+        veza.register(
+            "live_served",
+            "Live listeners served, by transport (grpc, http) and path (direct writes, hyper)",
+            live_served.clone(),
         );
         veza.register(
             "upload_bytes",
@@ -205,6 +231,7 @@ impl Metrics {
             live_listeners,
             live_skips,
             live_direct,
+            live_served,
             upload_bytes,
             notifications_created,
             grpc,

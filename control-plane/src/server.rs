@@ -23,6 +23,7 @@ use crate::{
     auth::{AuthLayer, Authenticator, Revocations, TokenKeys},
     bus::Bus,
     config::Config,
+    conn_caps::ConnLimits,
     connect::ConnectLayer,
     cors,
     domain::{
@@ -41,7 +42,7 @@ use crate::{
     },
     http::{HttpState, router},
     metrics::Metrics,
-    net::{self, ConnLimits, PublicStreamsLayer, UnaryDeadlineLayer},
+    net::{self, PublicStreamsLayer, UnaryDeadlineLayer},
     shutdown::{self, ShutdownTrigger},
     telemetry::SpanLayer,
 };
@@ -190,7 +191,7 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
         &config,
         &parts,
         media.clone(),
-        live,
+        live.clone(),
         &shutdown,
         health_service,
     )?;
@@ -200,7 +201,9 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
         &cors,
     )));
 
-    let follow = config.tls.is_none();
+    // Direct live writes follow plain connections only (TLS encrypts in rustls), and only when
+    // `--live-direct` is on.
+    let follow = config.tls.is_none() && config.live_direct;
     let limits = ConnLimits::new(
         config.max_connections_per_ip,
         config.max_connections,
@@ -229,15 +232,26 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
             .await?;
         Ok(())
     });
+    let live_http = crate::http::icecast::LiveHttp {
+        live: live.clone(),
+        media: media.clone(),
+        metrics: parts.metrics.clone(),
+        shutdown: shutdown.clone(),
+        header_timeout,
+        idle: idle_timeout,
+        direct: config.live_direct,
+    };
     let state = HttpState {
         db: parts.db.clone(),
         auth: parts.auth.clone(),
         metrics: parts.metrics.clone(),
         media,
+        live,
     };
     let http_task = tokio::spawn(net::serve_http(
         http,
         with_cors(router(state).merge(api_routes(api)), &cors),
+        live_http,
         limits,
         net::HttpOptions {
             header_timeout,

@@ -17,7 +17,7 @@ use crate::source::{Measured, Source};
 /// Most source channels we accept (they are downmixed to stereo).
 pub const MAX_CHANNELS: u16 = 32;
 /// Consecutive undecodable packets tolerated before giving up.
-const MAX_BAD_PACKETS: u32 = 32;
+pub(crate) const MAX_BAD_PACKETS: u32 = 32;
 
 /// A streaming decoder over any supported format.
 pub struct Decoder {
@@ -124,7 +124,7 @@ impl Decoder {
 
 /// Runs decoder code (symphonia, and the Ogg Opus reader over `ogg` and libopus), turning a
 /// panic (e.g. an overflow check) into an error.
-fn guarded<T>(f: impl FnOnce() -> Result<T>) -> Result<T> {
+pub(crate) fn guarded<T>(f: impl FnOnce() -> Result<T>) -> Result<T> {
     std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).unwrap_or_else(|_| {
         Err(MediaError::Malformed(
             "decoder failed on this stream".into(),
@@ -205,7 +205,7 @@ fn check_layout(info: &ProbeInfo) -> Result<()> {
 }
 
 /// Folds N > 2 channels (WAV/FLAC order: FL FR FC LFE BL BR SL SR…) into stereo.
-fn downmix(input: &[f32], channels: usize, out: &mut Vec<f32>) {
+pub(crate) fn downmix(input: &[f32], channels: usize, out: &mut Vec<f32>) {
     const CENTER: f32 = std::f32::consts::FRAC_1_SQRT_2;
     out.clear();
     let mut gains = vec![(0.0f32, 0.0f32); channels];

@@ -9,6 +9,7 @@ pub mod encode;
 pub mod error;
 pub mod index;
 pub mod live;
+pub mod live_source;
 pub mod meta;
 pub mod mux;
 pub mod ogg;
@@ -28,6 +29,7 @@ pub use decode::Decoder;
 pub use error::{MediaError, Result};
 pub use index::{PageEntry, SeekIndex};
 pub use live::{LiveEncoder, LiveInput, LiveOptions};
+pub use live_source::{SourceAudio, SourceKind, SourceReader};
 pub use meta::{ProbeInfo, Tags};
 pub use pcm::{PcmChunks, source_to_pcm};
 pub use pipeline::{

@@ -16,6 +16,9 @@ pub struct NewLive<'a> {
     pub sample_rate: i64,
     pub channels: i64,
     pub record: bool,
+    pub is_private: bool,
+    /// Hex SHA-256 of the source password.
+    pub stream_key_hash: &'a str,
 }
 
 impl Db {
@@ -24,7 +27,8 @@ impl Db {
         let now = now_ms();
         let row = sqlx::query(
             "INSERT INTO media (kind, owner_id, title, description, status, source_codec, sample_rate, channels, \
-             live_record, created_at, updated_at) VALUES ('live', $1, $2, $3, 'live', $4, $5, $6, $7, $8, $8) RETURNING id",
+             live_record, is_private, stream_key_hash, created_at, updated_at) \
+             VALUES ('live', $1, $2, $3, 'live', $4, $5, $6, $7, $8, $9, $10, $10) RETURNING id",
         )
         .bind(l.owner_id)
         .bind(l.title)
@@ -33,6 +37,8 @@ impl Db {
         .bind(l.sample_rate)
         .bind(l.channels)
         .bind(i64::from(l.record))
+        .bind(i64::from(l.is_private))
+        .bind(l.stream_key_hash)
         .bind(now)
         .fetch_one(&self.pool)
         .await?;
@@ -48,6 +54,18 @@ impl Db {
         Ok(match row {
             Some(r) => r.try_get::<i64, _>(0)? != 0,
             None => false,
+        })
+    }
+
+    /// The hex SHA-256 of live stream `id`'s source password ('' when it has none or is gone).
+    pub async fn stream_key_hash(&self, id: i64) -> Result<String> {
+        let row = sqlx::query("SELECT stream_key_hash FROM media WHERE id = $1")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(match row {
+            Some(r) => r.try_get(0)?,
+            None => String::new(),
         })
     }
 

@@ -68,6 +68,11 @@ const MIGRATIONS: &[(i64, &str, &str)] = &[
         include_str!("../migrations/sqlite/0010_media_metadata.sql"),
         include_str!("../migrations/postgres/0010_media_metadata.sql"),
     ),
+    (
+        11,
+        include_str!("../migrations/sqlite/0011_live_source.sql"),
+        include_str!("../migrations/postgres/0011_live_source.sql"),
+    ),
 ];
 
 /// Applies every migration the database has not seen yet, each in its own transaction.

@@ -71,13 +71,15 @@ pub async fn run(args: LiveArgs) -> anyhow::Result<()> {
             channels: i32::from(pcm.channels),
             codec: "pcm_s16le".into(),
             record: args.record,
+            is_private: false,
         })?)
         .await
         .map_err(status)?
         .into_inner();
     let id = started.stream_id;
+    let audio_url = started.info.as_ref().map_or("", |i| i.audio_url.as_str());
     eprintln!(
-        "live stream {id}: {} Hz, {} ch; listen with `veza listen {id}`",
+        "live stream {id}: {} Hz, {} ch; listen with `veza listen {id}` or any player at {audio_url}",
         pcm.rate, pcm.channels
     );
     let stats = tokio::spawn(print_stats(session.clone(), id));

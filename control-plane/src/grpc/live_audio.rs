@@ -10,7 +10,7 @@ use std::{
     task::{Context, Poll},
 };
 
-use bytes::{BufMut, Bytes, BytesMut};
+use bytes::Bytes;
 use futures::future::BoxFuture;
 use http::{HeaderValue, Request, Response};
 use http_body::{Body as HttpBody, Frame};
@@ -23,11 +23,11 @@ use crate::{
     caller::Caller,
     domain::{
         Media,
-        live::{ListenRequest, Live, LiveFeed, Page},
+        live::{ListenRequest, Live, LiveFeed},
     },
     grpc::{
-        direct::{ConnInfo, DirectBody, H2Sink, frames},
-        stream::live_audio_chunk,
+        direct::{ConnInfo, DirectBody, H2Sink},
+        live_frame::wire,
         trailers::{Polled, live_end},
     },
     shutdown::Shutdown,
@@ -163,7 +163,10 @@ where
                 max_pages: self.live.queue_pages(),
             };
             return Ok(match self.live.attach(admitted, sink) {
-                Ok(a) => response(DirectBody::new(a, conn, stream, self.shutdown.clone())),
+                Ok(a) => {
+                    self.live.metrics().served("grpc", "direct");
+                    response(DirectBody::new(a, conn, stream, self.shutdown.clone()))
+                }
                 Err(e) => {
                     conn.release(stream);
                     Status::from(e).into_http()
@@ -171,7 +174,10 @@ where
             });
         }
         Ok(match admitted.into_feed() {
-            Ok(feed) => response(LiveBody::new(id, feed, self.shutdown.clone())),
+            Ok(feed) => {
+                self.live.metrics().served("grpc", "hyper");
+                response(LiveBody::new(id, feed, self.shutdown.clone()))
+            }
             Err(e) => Status::from(e).into_http(),
         })
     }
@@ -197,30 +203,6 @@ where
     r.headers_mut()
         .insert("content-type", HeaderValue::from_static("application/grpc"));
     r
-}
-
-/// The gRPC frame of `page` as an `AudioChunk` of stream `id`, encoded on first use.
-pub(crate) fn wire(id: i64, page: &Page) -> Bytes {
-    wire_frame(id, page).slice(frames::HEAD..)
-}
-
-/// The same frame after a 9-byte HTTP/2 DATA frame header for stream 1 (most listeners' stream,
-/// which can then send frame and header as one buffer); any other stream replaces the header.
-pub(crate) fn wire_frame(id: i64, page: &Page) -> &Bytes {
-    page.wire.get_or_init(|| {
-        let msg = live_audio_chunk(id, page);
-        let len = msg.encoded_len();
-        // Cache-line aligned: the kernel copies it once per listener.
-        let mut b = BytesMut::with_capacity(64 + frames::HEAD + 5 + len);
-        let pad = b.as_ptr().align_offset(64);
-        b.put_bytes(0, pad);
-        b.put_slice(&frames::Head::data(5 + len, 1));
-        b.put_u8(0);
-        b.put_u32(len as u32);
-        // Encoding into a buffer of the exact length cannot fail.
-        let _ = msg.encode(&mut b);
-        b.freeze().slice(pad..)
-    })
 }
 
 /// One listener's response body: shared frames, then `grpc-status` trailers. On shutdown the
@@ -269,20 +251,6 @@ impl HttpBody for LiveBody {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn frames_decode_as_audio_chunks() {
-        let page = Page::new(7, 1500, 2, Bytes::from_static(b"OggS page"), 0);
-        let frame = wire(42, &page);
-        assert_eq!(frame[0], 0);
-        let len = u32::from_be_bytes([frame[1], frame[2], frame[3], frame[4]]) as usize;
-        assert_eq!(frame.len(), 5 + len);
-        let c = pb::AudioChunk::decode(&frame[5..]).expect("decodes");
-        assert_eq!((c.stream_id, c.chunk_index, c.channels), (42, 7, 2));
-        assert_eq!(&c.audio_data[..], b"OggS page");
-        // Encoded once: the second call hands out the same buffer.
-        assert_eq!(wire(42, &page).as_ptr(), frame.as_ptr());
-    }
 
     #[test]
     fn only_plain_frames_are_read_here() {

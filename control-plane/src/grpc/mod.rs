@@ -9,6 +9,7 @@ pub mod direct;
 pub mod error_log;
 pub mod health;
 pub mod live_audio;
+pub mod live_frame;
 pub mod metrics_layer;
 pub mod notification;
 pub mod rate_limit;

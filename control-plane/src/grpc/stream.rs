@@ -7,11 +7,15 @@ use tonic::{Request, Response, Status, Streaming};
 use veza_proto::stream::{self as pb, stream_service_server::StreamService};
 use veza_storage::MediaRecord;
 
-use super::{caller, timestamp};
+use super::{
+    caller,
+    live_frame::{live_audio_chunk, position},
+    timestamp,
+};
 use crate::{
     domain::{
         DomainError,
-        live::{ListenRequest, Live, LiveChunk, Page, StartLive},
+        live::{ListenRequest, Live, LiveChunk, StartLive},
         media::{Media, NewTrack, PlayRequest, UploadChunk},
     },
     shutdown::{BoxStream, Shutdown, guard},
@@ -37,6 +41,8 @@ impl StreamApi {
     fn info(&self, m: &MediaRecord) -> pb::GetStreamInfoResponse {
         let (audio_url, waveform_url) = if m.status == "ready" {
             self.media.urls(m.id)
+        } else if m.kind == "live" && m.status == "live" {
+            (self.media.live_url(m.id, m.is_private), String::new())
         } else {
             (String::new(), String::new())
         };
@@ -195,7 +201,7 @@ impl StreamService for StreamApi {
     ) -> Result<Response<pb::StartStreamResponse>, Status> {
         let who = caller(&req)?;
         let r = req.into_inner();
-        let m = self
+        let started = self
             .live
             .start_stream(
                 &who,
@@ -206,13 +212,17 @@ impl StreamService for StreamApi {
                     channels: r.channels,
                     codec: r.codec,
                     record: r.record,
+                    is_private: r.is_private,
                 },
             )
             .await?;
+        let m = &started.record;
         Ok(Response::new(pb::StartStreamResponse {
             success: true,
             stream_id: m.id,
-            info: Some(self.info(&m)),
+            info: Some(self.info(m)),
+            ingest_url: self.media.live_url(m.id, false),
+            stream_key: started.stream_key,
         }))
     }
 
@@ -285,19 +295,6 @@ impl StreamApi {
     }
 }
 
-/// A live page as an `AudioChunk`: the payload is the shared `Bytes`, never copied here.
-pub(crate) fn live_audio_chunk(id: i64, p: &Page) -> pb::AudioChunk {
-    pb::AudioChunk {
-        stream_id: id,
-        chunk_index: p.index as i32,
-        audio_data: p.data.clone(),
-        sample_rate: 48_000,
-        channels: i32::from(p.channels),
-        codec: "opus".into(),
-        timestamp: Some(position(p.timestamp_ms)),
-    }
-}
-
 fn live_chunk(c: pb::AudioChunk) -> LiveChunk {
     LiveChunk {
         stream_id: c.stream_id,
@@ -313,9 +310,4 @@ fn broken(s: Status) -> DomainError {
         "upload stream broken ({}); resume from GetStreamInfo.chunks_received",
         s.message()
     ))
-}
-
-/// A chunk's position (ms from the start of the stream) as a protobuf timestamp.
-fn position(ms: u64) -> prost_types::Timestamp {
-    super::timestamp_at(i64::try_from(ms).unwrap_or(i64::MAX))
 }

@@ -23,8 +23,9 @@ pub struct Page {
     pub data: Bytes,
     /// When the producer's audio arrived at the ingesting instance (µs since the epoch).
     pub arrived_us: i64,
-    /// The page as the gRPC edge sends it, encoded once for every listener.
-    pub wire: std::sync::OnceLock<Bytes>,
+    /// One transport's encoding of the page (the gRPC edge's frame), made once by the edge
+    /// that needs it and shared by all its listeners; the domain never reads it.
+    pub encoded: std::sync::OnceLock<Bytes>,
 }
 
 impl Page {
@@ -36,7 +37,7 @@ impl Page {
             channels,
             data,
             arrived_us,
-            wire: std::sync::OnceLock::new(),
+            encoded: std::sync::OnceLock::new(),
         }
     }
 }

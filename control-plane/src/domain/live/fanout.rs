@@ -21,7 +21,7 @@ use super::{
     guard::ListenerGuard,
     ingest::now_us,
 };
-use crate::metrics::Metrics;
+use crate::{hint::prefetch, metrics::Metrics};
 
 /// How a page handed to a sink fared.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -39,19 +39,9 @@ pub trait Sink: Send + Sync + 'static {
     /// Queues `page` and writes what can go now; `keep` pages (headers) are never skipped.
     fn push(&self, page: &Arc<Page>, keep: bool) -> Pushed;
 
-    /// Hints that `push` comes soon (the writers walk thousands of sinks: see [`prefetch`]).
+    /// Hints that `push` comes soon (the writers walk thousands of sinks: see
+    /// [`crate::hint::prefetch`]).
     fn prefetch(&self) {}
-}
-
-/// Asks the CPU to start loading the memory at `p`; a no-op where there is no such hint.
-pub fn prefetch<T: ?Sized>(p: *const T) {
-    #[cfg(target_arch = "x86_64")]
-    // SAFETY: a prefetch is only a hint; it never faults, whatever the address.
-    unsafe {
-        std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(p.cast::<i8>());
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    let _ = p;
 }
 
 /// A listener fed by the writer threads; it is counted in until dropped.

@@ -112,6 +112,34 @@ impl InputCodec {
     }
 }
 
+/// What an Icecast source carries, as its first audio shows (SPEC §12).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SourceCodec {
+    /// Ogg Opus: its packets pass through.
+    Opus { channels: u16, pre_skip: u16 },
+    /// Anything else, decoded to pcm_s16le.
+    Pcm { rate: u32, channels: u16 },
+}
+
+impl SourceCodec {
+    fn input(self) -> InputCodec {
+        match self {
+            SourceCodec::Opus { channels, .. } => InputCodec::Opus {
+                rate: 48_000,
+                channels,
+            },
+            SourceCodec::Pcm { rate, channels } => InputCodec::Pcm { rate, channels },
+        }
+    }
+
+    fn pre_skip(self) -> u16 {
+        match self {
+            SourceCodec::Opus { pre_skip, .. } => pre_skip,
+            SourceCodec::Pcm { .. } => OPUS_INPUT_PRE_SKIP,
+        }
+    }
+}
+
 /// One chunk from the producer.
 #[derive(Debug, Clone)]
 pub struct LiveChunk {
@@ -145,12 +173,7 @@ struct Work {
 impl Live {
     /// Ingests a producer's chunks into live stream `first.stream_id` until the producer closes,
     /// breaks, is replaced, or the stream is stopped.
-    pub async fn publish<S>(
-        &self,
-        who: &Caller,
-        first: LiveChunk,
-        mut rest: S,
-    ) -> Result<MediaRecord>
+    pub async fn publish<S>(&self, who: &Caller, first: LiveChunk, rest: S) -> Result<MediaRecord>
     where
         S: Stream<Item = Result<LiveChunk>> + Unpin + Send,
     {
@@ -161,10 +184,92 @@ impl Live {
                 "only the stream's owner (or an API key with stream:publish) may publish to it",
             ));
         }
-        let p = self.producer_for(&m).await?;
+        let p = self.producer_for(&m, None).await?;
+        self.run_producer(&p, Some(first), rest).await?;
+        Ok(m)
+    }
+
+    /// Checks an Icecast source's password for live stream `id` (SPEC §12): `NOT_FOUND` unless
+    /// it is on air, `UNAUTHENTICATED` for a wrong key, `ALREADY_EXISTS` while a source is on.
+    pub async fn source_login(&self, id: i64, key: &str) -> Result<MediaRecord> {
+        let m = self
+            .inner
+            .db
+            .media(id)
+            .await?
+            .ok_or_else(|| DomainError::not_found("live stream", id))?;
+        super::on_air(&m)?;
+        let hash = self.inner.db.stream_key_hash(id).await?;
+        if hash.is_empty() || hash != crate::auth::secrets::hash_secret(key) {
+            return Err(DomainError::Unauthenticated(
+                "wrong source password for this stream".into(),
+            ));
+        }
+        if self.source_connected(id) {
+            return Err(DomainError::AlreadyExists {
+                field: format!("a source of live stream {id}"),
+            });
+        }
+        Ok(m)
+    }
+
+    /// Whether a producer is feeding stream `id` on this instance now.
+    fn source_connected(&self, id: i64) -> bool {
+        self.producer(id)
+            .is_some_and(|p| p.attached.load(Ordering::SeqCst))
+    }
+
+    /// Ingests an Icecast source into stream `m`: `codec` is what its first audio turned out
+    /// to be, and a source returning within the grace must send the same.
+    pub async fn publish_source<S>(
+        &self,
+        m: &MediaRecord,
+        codec: SourceCodec,
+        audio: S,
+    ) -> Result<()>
+    where
+        S: Stream<Item = Result<Bytes>> + Unpin + Send,
+    {
+        let p = self.producer_for(m, Some(codec)).await?;
+        if p.codec != codec.input() {
+            return Err(DomainError::FailedPrecondition(format!(
+                "live stream {} goes on in {:?}: a returning source must send the same",
+                m.id, p.codec
+            )));
+        }
+        if self.source_connected(m.id) {
+            return Err(DomainError::AlreadyExists {
+                field: format!("a source of live stream {}", m.id),
+            });
+        }
+        let id = m.id;
+        let chunks = audio.map(move |r| {
+            r.map(|data| LiveChunk {
+                stream_id: id,
+                data,
+                codec: String::new(),
+                sample_rate: 0,
+                channels: 0,
+            })
+        });
+        self.run_producer(&p, None, chunks).await
+    }
+
+    /// Feeds producer `p` with `first` and `rest` until they end, break, another producer
+    /// takes over, or the stream is stopped; then the grace period starts.
+    async fn run_producer<S>(
+        &self,
+        p: &Arc<Producer>,
+        first: Option<LiveChunk>,
+        mut rest: S,
+    ) -> Result<()>
+    where
+        S: Stream<Item = Result<LiveChunk>> + Unpin + Send,
+    {
+        let id = p.id;
         let epoch = p.epoch.fetch_add(1, Ordering::SeqCst) + 1;
         p.attached.store(true, Ordering::SeqCst);
-        let mut next = Some(Ok(first));
+        let mut next = first.map(Ok);
         let outcome = loop {
             let item = match next.take() {
                 Some(i) => Some(i),
@@ -183,7 +288,7 @@ impl Live {
                     "another producer took over live stream {id}"
                 )));
             }
-            if let Err(e) = self.ingest_chunk(&p, c).await {
+            if let Err(e) = self.ingest_chunk(p, c).await {
                 break Err(e);
             }
         };
@@ -191,8 +296,7 @@ impl Live {
             p.attached.store(false, Ordering::SeqCst);
             self.start_grace(p.clone(), epoch);
         }
-        outcome?;
-        Ok(m)
+        outcome
     }
 
     /// Checks, encodes and broadcasts one chunk.
@@ -257,11 +361,21 @@ impl Live {
 
     /// The producer state of stream `m`, created (with its encoder, channel and recording) when
     /// this instance has none.
-    async fn producer_for(&self, m: &MediaRecord) -> Result<Arc<Producer>> {
+    async fn producer_for(
+        &self,
+        m: &MediaRecord,
+        source: Option<SourceCodec>,
+    ) -> Result<Arc<Producer>> {
         if let Some(p) = self.producer(m.id) {
             return Ok(p);
         }
-        let codec = InputCodec::parse(&m.source_codec, m.sample_rate as i32, m.channels as i32)?;
+        let (codec, pre_skip) = match source {
+            Some(s) => (s.input(), s.pre_skip()),
+            None => (
+                InputCodec::parse(&m.source_codec, m.sample_rate as i32, m.channels as i32)?,
+                OPUS_INPUT_PRE_SKIP,
+            ),
+        };
         let record = if self.inner.db.live_record(m.id).await? {
             let path = self.inner.opts.tmp_dir.join(format!("live-{}.opus", m.id));
             let file = std::fs::File::create(&path).map_err(|e| DomainError::Internal(e.into()))?;
@@ -269,7 +383,7 @@ impl Live {
         } else {
             None
         };
-        let enc = new_encoder(codec, &self.inner.opts, m)?;
+        let enc = new_encoder(codec, pre_skip, &self.inner.opts, m)?;
         let headers = enc.headers();
         let mut record = record;
         if let Some((_, f)) = &mut record
@@ -441,16 +555,18 @@ fn check_chunk(p: &Producer, c: &LiveChunk) -> Result<()> {
     Ok(())
 }
 
-fn new_encoder(codec: InputCodec, o: &super::LiveOptions, m: &MediaRecord) -> Result<LiveEncoder> {
+fn new_encoder(
+    codec: InputCodec,
+    pre_skip: u16,
+    o: &super::LiveOptions,
+    m: &MediaRecord,
+) -> Result<LiveEncoder> {
     let input = match codec {
         InputCodec::Pcm { rate, channels } => LiveInput::PcmS16le {
             sample_rate: rate,
             channels,
         },
-        InputCodec::Opus { channels, .. } => LiveInput::Opus {
-            channels,
-            pre_skip: OPUS_INPUT_PRE_SKIP,
-        },
+        InputCodec::Opus { channels, .. } => LiveInput::Opus { channels, pre_skip },
     };
     let opts = EncoderOptions {
         bitrate_kbps: o.bitrate_kbps,

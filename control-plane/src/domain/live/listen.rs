@@ -52,8 +52,36 @@ impl Live {
 
     /// Lets a listener of live stream `req.stream_id` in: checks the caps and counts it in.
     pub async fn admit(&self, who: &Caller, req: ListenRequest) -> Result<Admitted> {
-        let id = req.stream_id;
-        let m = self.live_record(who, id, None).await?;
+        let m = self.live_record(who, req.stream_id, None).await?;
+        self.admit_record(m, req.country.as_deref(), who.user_id().unwrap_or(0))
+    }
+
+    /// Lets in a plain HTTP listener of stream `id`, which holds no token: a private stream
+    /// needs a `signed` URL (SPEC §12).
+    pub async fn admit_http(
+        &self,
+        id: i64,
+        signed: bool,
+        country: Option<&str>,
+    ) -> Result<Admitted> {
+        let m = self
+            .inner
+            .db
+            .media(id)
+            .await?
+            .ok_or_else(|| DomainError::not_found("live stream", id))?;
+        super::on_air(&m)?;
+        if m.is_private && !signed {
+            return Err(DomainError::denied(
+                "this live stream is private: open its signed URL",
+            ));
+        }
+        self.admit_record(m, country, 0)
+    }
+
+    /// Checks the listener caps of stream `m` and counts a listener in.
+    fn admit_record(&self, m: MediaRecord, country: Option<&str>, user: i64) -> Result<Admitted> {
+        let id = m.id;
         let o = &self.inner.opts;
         if o.max_listeners > 0 && self.inner.listeners.load(Ordering::Relaxed) >= o.max_listeners {
             return Err(DomainError::ResourceExhausted(format!(
@@ -78,13 +106,8 @@ impl Live {
         if channel.ended() {
             return Err(ended(id));
         }
-        let country = req.country.as_deref().and_then(normalize_country);
-        let guard = ListenerGuard::new(
-            self.clone(),
-            channel.clone(),
-            country,
-            who.user_id().unwrap_or(0),
-        );
+        let country = country.and_then(normalize_country);
+        let guard = ListenerGuard::new(self.clone(), channel.clone(), country, user);
         Ok(Admitted {
             record: m,
             channel,

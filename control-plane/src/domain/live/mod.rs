@@ -25,8 +25,8 @@ use std::{
 use veza_storage::{Db, MediaRecord, NewLive};
 
 pub use channel::Page;
-pub use fanout::{Attached, Pushed, Sink, prefetch};
-pub use ingest::LiveChunk;
+pub use fanout::{Attached, Pushed, Sink};
+pub use ingest::{LiveChunk, SourceCodec};
 pub use listen::{Admitted, ListenRequest, LiveFeed};
 pub use stats::{LiveStats, StatsFeed};
 
@@ -67,6 +67,13 @@ pub struct StartLive {
     pub channels: i32,
     pub codec: String,
     pub record: bool,
+    pub is_private: bool,
+}
+
+/// A live stream just started, with its source password (shown once, stored hashed).
+pub struct Started {
+    pub record: MediaRecord,
+    pub stream_key: String,
 }
 
 /// The live domain; cheap to clone.
@@ -132,7 +139,7 @@ impl Live {
     }
 
     /// Creates a live stream owned by the calling user.
-    pub async fn start_stream(&self, who: &Caller, s: StartLive) -> Result<MediaRecord> {
+    pub async fn start_stream(&self, who: &Caller, s: StartLive) -> Result<Started> {
         let Some(owner) = who.user_id() else {
             return Err(DomainError::denied(
                 "a live stream is owned by a user: start it with a user's token",
@@ -143,6 +150,7 @@ impl Live {
         super::media::check_len("description", &s.description, 0, 5000, true)?;
         let codec = ingest::InputCodec::parse(&s.codec, s.sample_rate, s.channels)?;
         let _quota = self.inner.media.check_live_quota(owner).await?;
+        let stream_key = crate::auth::secrets::random_token();
         let m = self
             .inner
             .db
@@ -154,6 +162,8 @@ impl Live {
                 sample_rate: i64::from(s.sample_rate),
                 channels: i64::from(s.channels),
                 record: s.record,
+                is_private: s.is_private,
+                stream_key_hash: &crate::auth::secrets::hash_secret(&stream_key),
             })
             .await?;
         self.inner.analytics.emit(
@@ -165,7 +175,10 @@ impl Live {
                 ("record".into(), s.record.to_string()),
             ],
         );
-        Ok(m)
+        Ok(Started {
+            record: m,
+            stream_key,
+        })
     }
 
     /// Ends live stream `id` (owner or admin); returns the track id when it was recorded.
@@ -346,6 +359,11 @@ impl Live {
 
     fn is_ingesting(&self, id: i64) -> bool {
         lock(&self.inner.producers).contains_key(&id)
+    }
+
+    /// The instance's metrics (the edges count the paths their listeners take).
+    pub fn metrics(&self) -> &Metrics {
+        &self.inner.metrics
     }
 
     fn instance_hex(&self) -> String {

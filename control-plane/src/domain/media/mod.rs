@@ -254,6 +254,11 @@ impl Media {
         (s.url(id, "audio.opus"), s.url(id, "waveform.json"))
     }
 
+    /// The plain HTTP URL of live stream `id` (signed when `private`), also its ingest URL.
+    pub fn live_url(&self, id: i64, private: bool) -> String {
+        self.inner.signer.live_url(id, private)
+    }
+
     /// The URL signer (the HTTP port checks signatures with it).
     pub fn signer(&self) -> &UrlSigner {
         &self.inner.signer

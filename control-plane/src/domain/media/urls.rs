@@ -53,6 +53,14 @@ impl UrlSigner {
         format!("{}/media/{id}/{file}?{}", self.base, self.query(id))
     }
 
+    /// The URL of live stream `id` on the HTTP port (`/live/<id>`), signed when `private`.
+    pub fn live_url(&self, id: i64, private: bool) -> String {
+        match private {
+            true => format!("{}/live/{id}?{}", self.base, self.query(id)),
+            false => format!("{}/live/{id}", self.base),
+        }
+    }
+
     /// Whether `sig` is the valid, unexpired signature of media `id` until `exp`.
     pub fn verify(&self, id: i64, exp: i64, sig: &str) -> bool {
         if exp < now_secs() {

@@ -17,7 +17,7 @@ use super::conn::Conn;
 use crate::{
     domain::live::{Attached, Page, Pushed, Sink},
     grpc::{
-        live_audio::wire_frame,
+        live_frame::wire_frame,
         trailers::{Polled, live_end},
     },
     shutdown::Shutdown,

@@ -32,10 +32,7 @@ use tokio::{
 use tonic::transport::server::{Connected, TcpConnectInfo};
 
 use super::frames::{self, Event, Head, Scanner};
-use crate::{
-    domain::live::{Pushed, prefetch},
-    net::Slot,
-};
+use crate::{conn_caps::Slot, domain::live::Pushed, hint::prefetch};
 
 /// Largest read-ahead kept while hyper waits for window: above what a client may send before
 /// the server's receive windows (hyper's default: 1 MiB per connection) stop it. A client that
@@ -286,7 +283,7 @@ impl Conn {
         self.st.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Starts loading this connection's state into the cache (see `live::prefetch`).
+    /// Starts loading this connection's state into the cache (see `hint::prefetch`).
     pub fn prefetch(&self) {
         let p = std::ptr::from_ref(self).cast::<u8>();
         for line in (0..std::mem::size_of::<Conn>()).step_by(64) {
@@ -324,7 +321,7 @@ impl Conn {
     }
 
     /// Queues one gRPC message (a page) on `stream` and writes what the socket takes. `framed`
-    /// is the message after a DATA frame header for stream 1 (see `live_audio::wire_frame`).
+    /// is the message after a DATA frame header for stream 1 (see `live_frame::wire_frame`).
     /// With `max_pages` pages already waiting, the unsent ones are dropped first (`keep` pages
     /// stay).
     pub fn push(&self, stream: u32, framed: &Bytes, keep: bool, max_pages: usize) -> Pushed {

@@ -1,12 +1,24 @@
 //! The plain HTTP port: `/healthz`, `/metrics`, `/.well-known/jwks.json`, and the signed media
-//! URLs `/media/<id>/<file>?exp=…&sig=…` (audio with Range requests, waveform JSON and `.dat`).
+//! URLs `/media/<id>/<file>?exp=…&sig=…` (audio with Range requests, waveform JSON and `.dat`),
+//! and live streams for plain HTTP players and Icecast sources at `/live/<id>` (SPEC §12).
+
+mod framing;
+pub mod icecast;
+mod live;
+mod raw;
+mod sink;
+mod source;
 
 use std::sync::Arc;
 
 use axum::{Json, Router, extract::State, http::StatusCode, response::IntoResponse, routing::get};
 use veza_storage::Db;
 
-use crate::{auth::Authenticator, domain::Media, metrics::Metrics};
+use crate::{
+    auth::Authenticator,
+    domain::{Media, live::Live},
+    metrics::Metrics,
+};
 
 /// What the HTTP handlers share.
 #[derive(Clone)]
@@ -15,6 +27,7 @@ pub struct HttpState {
     pub auth: Arc<Authenticator>,
     pub metrics: Arc<Metrics>,
     pub media: Media,
+    pub live: Live,
 }
 
 /// The HTTP routes.
@@ -24,6 +37,7 @@ pub fn router(state: HttpState) -> Router {
         .route("/metrics", get(metrics))
         .route("/.well-known/jwks.json", get(jwks))
         .route("/media/{id}/{file}", get(media_file))
+        .route("/live/{id}", get(live::get))
         .with_state(state)
 }
 
@@ -63,9 +77,9 @@ async fn jwks(State(s): State<HttpState>) -> impl IntoResponse {
 
 /// The signature of a media URL.
 #[derive(serde::Deserialize)]
-struct Signed {
-    exp: Option<i64>,
-    sig: Option<String>,
+pub(crate) struct Signed {
+    pub exp: Option<i64>,
+    pub sig: Option<String>,
 }
 
 /// `audio.opus` (highest rendition), `<kbps>k.opus`, `waveform.json`, `waveform.dat`.

@@ -219,6 +219,20 @@ async fn ffmpeg_source(direct: bool, mp3: bool) {
     eprintln!("heard {http_s:.2} s over HTTP, {grpc_s:.2} s over gRPC");
 
     let after = metrics(&s).await;
+    // Direct writes count their messages like hyper's (the headers, burst and live pages).
+    let msgs = |t: &str| {
+        sample_sum(
+            t,
+            "grpc_server_msg_sent_total",
+            &[("grpc_method", "StreamAudio")],
+        )
+    };
+    let sent = msgs(&after) - msgs(&before);
+    assert!(
+        sent >= chunks.len() as f64,
+        "StreamAudio sent {} messages, grpc_server_msg_sent_total says {sent}",
+        chunks.len()
+    );
     let (want, other) = (path_name(direct), path_name(!direct));
     for transport in ["http", "grpc"] {
         assert_eq!(

@@ -28,6 +28,7 @@ use crate::{
     grpc::{
         direct::{ConnInfo, DirectBody, H2Sink},
         live_frame::wire,
+        metrics_layer::sent_counter,
         trailers::{Polled, live_end},
     },
     shutdown::Shutdown,
@@ -161,6 +162,7 @@ where
                 stream,
                 media_id: id,
                 max_pages: self.live.queue_pages(),
+                sent: sent_counter(self.live.metrics(), PATH),
             };
             return Ok(match self.live.attach(admitted, sink) {
                 Ok(a) => {

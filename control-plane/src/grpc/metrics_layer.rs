@@ -110,6 +110,15 @@ pub(crate) fn is_streaming(path: &str) -> bool {
     METHODS.get(path).is_some_and(|l| l.grpc_type != "unary")
 }
 
+/// The `grpc_server_msg_sent_total` counter of method `path`, for messages written below the
+/// layer (the direct live writes).
+pub(crate) fn sent_counter(metrics: &Metrics, path: &str) -> Counter {
+    metrics
+        .grpc
+        .msg_sent
+        .get_or_create_owned(method_info(path).labels)
+}
+
 fn method_info(path: &str) -> MethodInfo {
     MethodInfo {
         labels: METHODS.get(path).copied().unwrap_or(&UNKNOWN),

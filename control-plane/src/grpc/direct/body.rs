@@ -10,6 +10,7 @@ use std::{
 
 use bytes::Bytes;
 use http_body::Body as HttpBody;
+use prometheus_client::metrics::counter::Counter;
 use tokio::time::{Instant, Sleep};
 use tonic::Status;
 
@@ -34,16 +35,23 @@ pub struct H2Sink {
     pub stream: u32,
     pub media_id: i64,
     pub max_pages: usize,
+    /// `grpc_server_msg_sent_total` of `StreamAudio`: each page handed to the connection is a
+    /// message sent, as the metrics layer counts those hyper sends.
+    pub sent: Counter,
 }
 
 impl Sink for H2Sink {
     fn push(&self, page: &Arc<Page>, keep: bool) -> Pushed {
-        self.conn.push(
+        let pushed = self.conn.push(
             self.stream,
             wire_frame(self.media_id, page),
             keep,
             self.max_pages,
-        )
+        );
+        if pushed != Pushed::Gone {
+            self.sent.inc();
+        }
+        pushed
     }
 
     fn prefetch(&self) {

@@ -56,6 +56,7 @@ on_both_paths! {
     ffmpeg_opus_source => ffmpeg_opus_source_direct, ffmpeg_opus_source_hyper;
     ffmpeg_mp3_source => ffmpeg_mp3_source_direct, ffmpeg_mp3_source_hyper;
     source_auth_and_methods => source_auth_and_methods_direct, source_auth_and_methods_hyper;
+    source_bad_input => source_bad_input_direct, source_bad_input_hyper;
     source_reconnects_within_grace => source_reconnects_within_grace_direct,
         source_reconnects_within_grace_hyper;
     stalled_http_listener_skips_ahead => stalled_http_listener_skips_ahead_direct,
@@ -356,6 +357,82 @@ async fn source_auth_and_methods(direct: bool) {
     std::fs::write(&f, &body).expect("written");
     let secs = check_heard(&f, "listener of SOURCE then PUT", 2.5).await;
     eprintln!("heard {secs:.2} s of 2 × 3 s");
+    s.stop().await;
+}
+
+/// Bad sources get a clear status and the stream goes on: an unknown content type is 415,
+/// bytes that are no audio (as Ogg, as MP3) and malformed chunks 400, a head over 16 KiB 400,
+/// an id that is no number 404; then a good source publishes.
+async fn source_bad_input(direct: bool) {
+    let s = server(direct, |c| c.live_grace = Duration::from_secs(5)).await;
+    let (_, dj) = s.user("dj").await;
+    let mut c = client(s.channel().await);
+    let st = start(&mut c, &dj, live_request("opus", 48_000, false)).await;
+    let url = st.ingest_url.clone();
+    let key = basic("source", &st.stream_key);
+    let (addr, path) = split_url(&url);
+    let raw = |req: Vec<u8>| {
+        let addr = addr.clone();
+        async move {
+            let mut sock = TcpStream::connect(&addr).await.expect("connects");
+            sock.write_all(&req).await.expect("sent");
+            let mut out = Vec::new();
+            tokio::time::timeout(Duration::from_secs(20), sock.read_to_end(&mut out))
+                .await
+                .expect("answered and closed in 20 s")
+                .expect("read");
+            Reply::of(&out)
+        }
+    };
+    let put = |ct: &str, body: &[u8]| {
+        let mut r = format!(
+            "PUT {path} HTTP/1.1\r\nHost: x\r\nAuthorization: {key}\r\nContent-Type: {ct}\r\nContent-Length: {}\r\n\r\n",
+            body.len()
+        )
+        .into_bytes();
+        r.extend_from_slice(body);
+        r
+    };
+    let r = raw(put("text/plain", b"hello")).await;
+    assert_eq!(r.status, 415, "{}", r.text);
+    let junk = b"this is not audio at all; ".repeat(800);
+    let r = raw(put("audio/ogg", &junk)).await;
+    assert_eq!(r.status, 400, "junk as Ogg: {}", r.text);
+    let r = raw(put("audio/mpeg", &junk)).await;
+    assert_eq!(r.status, 400, "junk as MP3: {}", r.text);
+    let chunked = format!(
+        "PUT {path} HTTP/1.1\r\nHost: x\r\nAuthorization: {key}\r\nContent-Type: audio/ogg\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n"
+    );
+    let r = raw(chunked.into_bytes()).await;
+    assert_eq!(r.status, 400, "malformed chunks: {}", r.text);
+    let big = format!(
+        "PUT {path} HTTP/1.1\r\nX-Big: {}\r\n\r\n",
+        "a".repeat(20_000)
+    );
+    let r = raw(big.into_bytes()).await;
+    assert_eq!(r.status, 400, "a head over 16 KiB: {}", r.text);
+    let r = raw(b"GET /live/abc HTTP/1.1\r\nHost: x\r\n\r\n".to_vec()).await;
+    assert_eq!(r.status, 404, "no such id: {}", r.text);
+    assert_eq!(
+        info(&mut c, &dj, st.stream_id).await.status,
+        "live",
+        "the stream goes on"
+    );
+    let tone = tone_ogg();
+    let r = source_request(
+        &url,
+        "PUT",
+        Some(&key),
+        Framing::Length(tone.len()),
+        false,
+        tone,
+    )
+    .await;
+    assert_eq!(
+        r.status, 200,
+        "a good source after the bad ones: {}",
+        r.text
+    );
     s.stop().await;
 }
 

@@ -23,10 +23,13 @@ pub const HEADERS: [(&str, &str); 3] = [
 /// A live listener served from its feed of shared pages.
 pub async fn get(
     State(s): State<HttpState>,
-    Path(id): Path<i64>,
+    Path(id): Path<String>,
     Query(q): Query<Signed>,
     headers: HeaderMap,
 ) -> Response {
+    let Ok(id) = id.parse::<i64>() else {
+        return (StatusCode::NOT_FOUND, "no such live stream\n").into_response();
+    };
     let signed = signed(&s.media, id, q.exp, q.sig.as_deref());
     let country = headers.get("x-country").and_then(|v| v.to_str().ok());
     let feed = match s.live.admit_http(id, signed, country).await {

@@ -86,13 +86,18 @@ pub(super) async fn serve(mut sock: TcpStream, id: i64, head: Head, rest: BytesM
         ok = published.is_ok(),
         "Icecast source left"
     );
-    match published {
-        Err(e) if !early => refuse(&mut sock, &e).await,
-        _ if !early => {
-            let _ = reply(&mut sock, 200, "OK", "", &[]).await;
-        }
-        _ => {
+    let outcome = match (read, published) {
+        (_, Err(e)) => Err(e),
+        (BodyEnd::Malformed, Ok(())) => Err(DomainError::invalid("body", "malformed chunks")),
+        (_, Ok(())) => Ok(()),
+    };
+    match outcome {
+        _ if early => {
             let _ = tokio::io::AsyncWriteExt::shutdown(&mut sock).await;
+        }
+        Err(e) => refuse(&mut sock, &e).await,
+        Ok(()) => {
+            let _ = reply(&mut sock, 200, "OK", "", &[]).await;
         }
     }
 }

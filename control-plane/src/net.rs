@@ -315,7 +315,8 @@ pub async fn serve_http(
             use crate::http::icecast::{Opening, opening, serve};
             match opening(&sock, header_timeout, live.direct).await {
                 Opening::Live => {
-                    serve(sock, live).await;
+                    // Boxed: the task of a live connection does not carry hyper's state.
+                    Box::pin(serve(sock, live)).await;
                     drop(slot);
                     return;
                 }
@@ -344,7 +345,7 @@ pub async fn serve_http(
                     }
                 });
             let conn = watcher.watch(http.serve_connection(io, svc).into_owned());
-            if let Err(e) = conn.await {
+            if let Err(e) = Box::pin(conn).await {
                 tracing::debug!(error = %e, "HTTP connection");
             }
         });

@@ -5,7 +5,10 @@
 //!   packets at real-time pace (passed through, as Icecast passes pages through), and opens LISTENERS `StreamAudio` calls spread over CONNECTIONS HTTP/2
 //!   connections.
 //! - `live_load icecast URL PID LISTENERS SECONDS`: LISTENERS plain HTTP GETs of an Icecast mount
-//!   (one TCP connection each), fed by someone else (e.g. `ffmpeg -re … icecast://…`).
+//!   (one TCP connection each), fed by someone else (e.g. `ffmpeg -re … icecast://…`). Veza's
+//!   `GET /live/{id}` is measured the same way.
+//! - `live_load start URL`: logs in as the demo user, starts an Opus 48 kHz stereo live stream
+//!   and prints `ID KEY`, for an Icecast source (`icecast://source:KEY@…/live/ID`).
 //!
 //! Both print, over the steady part of the run (after every listener is connected): the server
 //! process PID's CPU (% of one core) and RSS, each listener's received rate against real time
@@ -71,13 +74,18 @@ fn main() -> anyhow::Result<()> {
                 let secs = bounded(&args[5], MAX_SECONDS as usize)? as u64;
                 veza(&args[1], args[2].parse()?, n, conns, secs).await
             }
+            Some("start") if args.len() == 2 => {
+                let (id, key) = start(&args[1]).await?;
+                println!("{id} {key}");
+                Ok(())
+            }
             Some("icecast") if args.len() == 5 => {
                 let n = bounded(&args[3], MAX_LISTENERS)?;
                 let secs = bounded(&args[4], MAX_SECONDS as usize)? as u64;
                 icecast(&args[1], args[2].parse()?, n, secs).await
             }
             _ => anyhow::bail!(
-                "usage: live_load veza URL PID LISTENERS CONNECTIONS SECONDS | live_load icecast URL PID LISTENERS SECONDS"
+                "usage: live_load veza URL PID LISTENERS CONNECTIONS SECONDS | live_load icecast URL PID LISTENERS SECONDS | live_load start URL"
             ),
         }
     })
@@ -105,10 +113,10 @@ fn loopback(url: &str) -> anyhow::Result<String> {
     Ok(hostport)
 }
 
-async fn veza(url: &str, pid: u32, n: usize, conns: usize, secs: u64) -> anyhow::Result<()> {
-    let hostport = loopback(url)?;
+/// The demo user's access token.
+async fn login(url: &str) -> anyhow::Result<String> {
     let mut auth = AuthServiceClient::connect(url.to_string()).await?;
-    let token = auth
+    Ok(auth
         .authenticate(AuthenticateRequest {
             email: "user@veza.app".into(),
             password: "password123".into(),
@@ -116,14 +124,17 @@ async fn veza(url: &str, pid: u32, n: usize, conns: usize, secs: u64) -> anyhow:
         })
         .await?
         .into_inner()
-        .access_token;
-    let control_channel = tonic::transport::Endpoint::from_shared(url.to_string())?
-        .connect()
-        .await?;
-    let mut control = StreamServiceClient::new(control_channel.clone());
-    let id = control
+        .access_token)
+}
+
+/// Starts an Opus 48 kHz stereo live stream; returns its id and Icecast source key.
+async fn start_stream(
+    control: &mut StreamServiceClient<tonic::transport::Channel>,
+    token: &str,
+) -> anyhow::Result<(i64, String)> {
+    let r = control
         .start_stream(authed(
-            &token,
+            token,
             StartStreamRequest {
                 title: "live_load".into(),
                 sample_rate: 48_000,
@@ -133,8 +144,26 @@ async fn veza(url: &str, pid: u32, n: usize, conns: usize, secs: u64) -> anyhow:
             },
         ))
         .await?
-        .into_inner()
-        .stream_id;
+        .into_inner();
+    Ok((r.stream_id, r.stream_key))
+}
+
+/// `live_load start`: a stream for an Icecast source to push to.
+async fn start(url: &str) -> anyhow::Result<(i64, String)> {
+    loopback(url)?;
+    let token = login(url).await?;
+    let mut control = StreamServiceClient::connect(url.to_string()).await?;
+    start_stream(&mut control, &token).await
+}
+
+async fn veza(url: &str, pid: u32, n: usize, conns: usize, secs: u64) -> anyhow::Result<()> {
+    let hostport = loopback(url)?;
+    let token = login(url).await?;
+    let control_channel = tonic::transport::Endpoint::from_shared(url.to_string())?
+        .connect()
+        .await?;
+    let mut control = StreamServiceClient::new(control_channel.clone());
+    let (id, _) = start_stream(&mut control, &token).await?;
     let t0 = Instant::now();
     let stop = Arc::new(AtomicBool::new(false));
     let producer = tokio::spawn(produce(

@@ -80,9 +80,14 @@ pub async fn serve(mut sock: TcpStream, st: LiveHttp) {
         let _ = reply(&mut sock, 404, "Not Found", "no such live stream\n", &[]).await;
         return;
     };
+    // Each branch in its own allocation, sized to itself: a listener's task then holds only
+    // what a listener needs for its whole life (not the head buffer, not a source's state).
     match head.method.as_str() {
-        "GET" => listen(sock, id, head, st).await,
-        _ => source::serve(sock, id, head, rest, st).await,
+        "GET" => {
+            drop(rest);
+            Box::pin(listen(sock, id, head, st)).await
+        }
+        _ => Box::pin(source::serve(sock, id, head, rest, st)).await,
     }
 }
 
@@ -92,7 +97,10 @@ async fn listen(mut sock: TcpStream, id: i64, head: Head, st: LiveHttp) {
     let country = head
         .header("x-country")
         .and_then(|v| std::str::from_utf8(v).ok());
-    let admitted = match st.live.admit_http(id, ok, country).await {
+    // Boxed, so its database query does not size the future a listener keeps for its life.
+    let admitted = Box::pin(st.live.admit_http(id, ok, country)).await;
+    drop(head);
+    let admitted = match admitted {
         Ok(a) => a,
         Err(e) => return refuse(&mut sock, &e).await,
     };

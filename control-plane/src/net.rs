@@ -315,9 +315,12 @@ pub async fn serve_http(
             use crate::http::icecast::{Opening, opening, serve};
             match opening(&sock, header_timeout, live.direct).await {
                 Opening::Live => {
-                    // Boxed: the task of a live connection does not carry hyper's state.
-                    Box::pin(serve(sock, live)).await;
-                    drop(slot);
+                    // A task of its own, sized to a live connection (this one's future also
+                    // holds hyper's builder and service), for the connection's whole life.
+                    tokio::spawn(async move {
+                        serve(sock, live).await;
+                        drop(slot);
+                    });
                     return;
                 }
                 Opening::Silent => return,

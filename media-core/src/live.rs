@@ -191,8 +191,10 @@ impl LiveEncoder {
             }
             _ => self.muxer.granule(),
         };
+        // End trimming may cut into the last page's packets, never behind a page already sent:
+        // granule positions must not go back (RFC 7845 §4).
         self.muxer
-            .flush(FLAG_EOS, Some(end.max(self.muxer.granule().min(end))));
+            .flush(FLAG_EOS, Some(end.max(self.muxer.written_granule())));
         Ok(self.drain_pages())
     }
 

@@ -168,6 +168,11 @@ impl OggOpusMuxer {
         self.granule.saturating_add(self.pending_frames)
     }
 
+    /// Granule position of the last page written (an end trim may not go below it).
+    pub fn written_granule(&self) -> u64 {
+        self.granule
+    }
+
     /// Bytes of complete pages written since the last call (for live streaming).
     pub fn take_pages(&mut self) -> &[u8] {
         let from = self.taken;

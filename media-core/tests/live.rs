@@ -202,3 +202,33 @@ fn bad_live_settings_are_rejected() {
         .is_err()
     );
 }
+
+/// The end trim of the EOS page never puts its granule behind the page before it, whatever
+/// the input's length and rate (an MP3 source at 44.1 kHz ended with 287450 after 288000).
+#[test]
+fn granules_never_go_back_at_the_end() {
+    for rate in [44_100u32, 48_000] {
+        for ms in [2_990u32, 3_000, 3_010, 3_050, 3_095, 6_000, 6_013] {
+            let opts = LiveOptions::default();
+            let input = LiveInput::PcmS16le {
+                sample_rate: rate,
+                channels: 2,
+            };
+            let mut live = LiveEncoder::new(input, &opts).expect("live");
+            let pcm = s16le(&music(rate, ms as f32 / 1000.0));
+            let mut chunks = Vec::new();
+            // 100 ms pushes, as the Icecast source path hands decoded MP3 over.
+            for part in pcm.chunks((rate as usize / 10) * 4) {
+                chunks.extend(live.push_pcm(part).expect("push"));
+            }
+            chunks.extend(live.finish().expect("finish"));
+            let pages = parse_pages(&concat(&chunks)).expect("pages");
+            let granules: Vec<u64> = pages.iter().map(|p| p.granule).collect();
+            assert!(
+                granules.windows(2).all(|w| w[0] <= w[1]),
+                "{rate} Hz, {ms} ms: {granules:?}"
+            );
+            assert!(pages.last().is_some_and(|p| p.flags & FLAG_EOS != 0));
+        }
+    }
+}

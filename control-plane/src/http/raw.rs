@@ -72,21 +72,26 @@ pub(super) async fn read_head(sock: &mut TcpStream, timeout: Duration) -> Option
     let deadline = Instant::now() + timeout;
     let mut buf = BytesMut::with_capacity(2048);
     loop {
-        let mut headers = [httparse::EMPTY_HEADER; 64];
-        let mut req = httparse::Request::new(&mut headers);
-        match req.parse(&buf) {
-            Ok(httparse::Status::Complete(len)) => {
-                let head = head_of(&req)?;
-                let _ = buf.split_to(len);
-                return Some((head, buf));
-            }
-            Ok(httparse::Status::Partial) if buf.len() < MAX_HEAD => {}
-            _ => return None,
+        if let Some((head, len)) = parse(&buf)? {
+            let _ = buf.split_to(len);
+            return Some((head, buf));
         }
         match tokio::time::timeout_at(deadline, sock.read_buf(&mut buf)).await {
             Ok(Ok(n)) if n > 0 => {}
             _ => return None,
         }
+    }
+}
+
+/// The head at the start of `buf` and its length; `Some(None)` while it is incomplete, `None`
+/// when it is malformed or too long. (Not async: its header array is never kept across a wait.)
+fn parse(buf: &[u8]) -> Option<Option<(Head, usize)>> {
+    let mut headers = [httparse::EMPTY_HEADER; 64];
+    let mut req = httparse::Request::new(&mut headers);
+    match req.parse(buf) {
+        Ok(httparse::Status::Complete(len)) => Some(Some((head_of(&req)?, len))),
+        Ok(httparse::Status::Partial) if buf.len() < MAX_HEAD => Some(None),
+        _ => None,
     }
 }
 

@@ -192,13 +192,7 @@ impl Live {
     /// Checks an Icecast source's password for live stream `id` (SPEC §12): `NOT_FOUND` unless
     /// it is on air, `UNAUTHENTICATED` for a wrong key, `ALREADY_EXISTS` while a source is on.
     pub async fn source_login(&self, id: i64, key: &str) -> Result<MediaRecord> {
-        let m = self
-            .inner
-            .db
-            .media(id)
-            .await?
-            .ok_or_else(|| DomainError::not_found("live stream", id))?;
-        super::on_air(&m)?;
+        let m = self.on_air_row(id).await?;
         let hash = self.inner.db.stream_key_hash(id).await?;
         if hash.is_empty() || hash != crate::auth::secrets::hash_secret(key) {
             return Err(DomainError::Unauthenticated(

@@ -64,13 +64,7 @@ impl Live {
         signed: bool,
         country: Option<&str>,
     ) -> Result<Admitted> {
-        let m = self
-            .inner
-            .db
-            .media(id)
-            .await?
-            .ok_or_else(|| DomainError::not_found("live stream", id))?;
-        super::on_air(&m)?;
+        let m = self.on_air_row(id).await?;
         if m.is_private && !signed {
             return Err(DomainError::denied(
                 "this live stream is private: open its signed URL",

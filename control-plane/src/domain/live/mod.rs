@@ -224,6 +224,23 @@ impl Live {
         Ok(m)
     }
 
+    /// Media row `id`, or `NOT_FOUND`.
+    async fn row(&self, id: i64) -> Result<MediaRecord> {
+        self.inner
+            .db
+            .media(id)
+            .await?
+            .ok_or_else(|| DomainError::not_found("live stream", id))
+    }
+
+    /// Media row `id` if it is a live stream on air (for the HTTP edge's callers, who hold no
+    /// token: a listener or a source).
+    async fn on_air_row(&self, id: i64) -> Result<MediaRecord> {
+        let m = self.row(id).await?;
+        on_air(&m)?;
+        Ok(m)
+    }
+
     /// Media `id` (track or live) as `who` may see it: a private one is `NOT_FOUND` except to
     /// its owner, admins and API keys with `scope`.
     async fn visible_record(
@@ -232,12 +249,7 @@ impl Live {
         id: i64,
         scope: Option<&str>,
     ) -> Result<MediaRecord> {
-        let m = self
-            .inner
-            .db
-            .media(id)
-            .await?
-            .ok_or_else(|| DomainError::not_found("live stream", id))?;
+        let m = self.row(id).await?;
         if m.is_private && !who.may_act_for(m.owner_id) && !scope.is_some_and(|s| who.has_scope(s))
         {
             return Err(DomainError::not_found("live stream", id));

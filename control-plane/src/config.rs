@@ -109,6 +109,11 @@ pub struct Options {
     /// it through hyper's ordinary response bodies (the reference path) [default: true].
     #[arg(long, env = "VEZA_LIVE_DIRECT", num_args = 1)]
     pub live_direct: Option<bool>,
+    /// Let hyper go from a gRPC connection whose only stream has been a live one for a second
+    /// (hyper's 28 KB of buffers freed); the client gets a GOAWAY, and a tonic channel that
+    /// shares that connection fails its next call once before it reconnects [default: false].
+    #[arg(long, env = "VEZA_LIVE_DETACH", num_args = 1)]
+    pub live_detach: Option<bool>,
     /// Longest decoded duration of an upload, in seconds [default: 21600, 6 h].
     #[arg(long, env = "VEZA_MAX_TRACK_DURATION")]
     pub max_track_duration: Option<u64>,
@@ -228,6 +233,8 @@ pub struct Config {
     pub live_writers: usize,
     /// Live audio written straight to sockets (`false`: through hyper's bodies).
     pub live_direct: bool,
+    /// gRPC connections left to their one live stream once hyper is quiet (direct path only).
+    pub live_detach: bool,
     /// Longest decoded duration of an upload.
     pub max_track_duration: Duration,
     /// Processing attempts per track (at least 1).
@@ -285,7 +292,7 @@ impl Options {
             tls_cert, tls_key, jwt_alg, jwt_secret, access_token_ttl, refresh_token_ttl, log_format,
             shutdown_grace, demo, analytics_retention_days, max_upload_bytes, processing_workers, renditions,
             media_cache_bytes, media_url_ttl, live_chunk_ms, live_burst_ms, live_max_lag_ms, live_grace,
-            live_max_listeners_per_stream, live_max_listeners, live_bitrate, live_writers, live_direct,
+            live_max_listeners_per_stream, live_max_listeners, live_bitrate, live_writers, live_direct, live_detach,
             max_track_duration, processing_attempts, storage_quota_bytes, max_uploads_per_user,
             max_live_per_user, rate_limit_rps, rate_limit_burst, register_per_hour,
             max_concurrent_streams, keepalive_interval, keepalive_timeout, unary_timeout,
@@ -401,6 +408,7 @@ impl Options {
             live_bitrate,
             live_writers: o.live_writers.unwrap_or(1).clamp(1, 64),
             live_direct: o.live_direct.unwrap_or(true),
+            live_detach: o.live_detach.unwrap_or(false),
             max_track_duration: Duration::from_secs(
                 o.max_track_duration.unwrap_or(6 * 3600).max(1),
             ),

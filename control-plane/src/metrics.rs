@@ -99,6 +99,8 @@ pub struct Metrics {
     pub live_direct: Counter,
     /// Live listeners served, by transport and by the path their audio took.
     pub live_served: Family<ServedLabels, Counter>,
+    /// gRPC connections hyper let go to their live stream.
+    pub live_detached: Counter,
     /// Audio bytes received by uploads.
     pub upload_bytes: Counter,
     /// Notifications created.
@@ -157,6 +159,7 @@ impl Metrics {
         let live_skips = Counter::default();
         let live_direct = Counter::default();
         let live_served = Family::<ServedLabels, Counter>::default();
+        let live_detached = Counter::default();
         let notifications_created = Counter::default();
         let events = EventMetrics::default();
         let veza = registry.sub_registry_with_prefix("veza");
@@ -184,6 +187,11 @@ impl Metrics {
             "live_served",
             "Live listeners served, by transport (grpc, http) and path (direct writes, hyper)",
             live_served.clone(),
+        );
+        veza.register(
+            "live_detached",
+            "gRPC connections handed from hyper to their one live stream (hyper's buffers freed)",
+            live_detached.clone(),
         );
         veza.register(
             "upload_bytes",
@@ -232,6 +240,7 @@ impl Metrics {
             live_skips,
             live_direct,
             live_served,
+            live_detached,
             upload_bytes,
             notifications_created,
             grpc,

@@ -204,6 +204,7 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
     // Direct live writes follow plain connections only (TLS encrypts in rustls), and only when
     // `--live-direct` is on.
     let follow = config.tls.is_none() && config.live_direct;
+    let detach = config.live_detach;
     let limits = ConnLimits::new(
         config.max_connections_per_ip,
         config.max_connections,
@@ -217,7 +218,7 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
             // Over a cap: the socket is dropped (closed) here.
             let slot = grpc_limits.admit(ip, "grpc")?;
             let _ = s.set_nodelay(true);
-            Some(Ok(ConnIo::new(s, follow).limited(
+            Some(Ok(ConnIo::new(s, follow).detaching(detach).limited(
                 slot,
                 header_timeout,
                 idle_timeout,

@@ -806,21 +806,8 @@ async fn direct_listeners_share_a_connection() {
     let mut heard = Vec::new();
     for l in [a, b] {
         let (chunks, err, ended) = l.await.expect("listener");
-        assert!(err.is_none() && ended, "listener ends with OK: {err:?}");
-        assert_eq!(chunks[0].chunk_index, 0, "headers first");
-        let indexes: Vec<i32> = chunks[1..].iter().map(|c| c.chunk_index).collect();
-        assert!(
-            indexes.windows(2).all(|w| w[1] == w[0] + 1),
-            "no page lost or repeated: {indexes:?}"
-        );
-        let bytes: Vec<u8> = chunks
-            .iter()
-            .flat_map(|c| c.audio_data.iter().copied())
-            .collect();
-        assert!(bytes.len() > 65_535, "{} bytes", bytes.len());
-        let (audio, ch) = decode(&bytes);
-        assert_eq!(ch, 2);
-        assert!(audio.len() >= 2 * 48_000 * 3, "3 s or more of audio");
+        let bytes = heard_whole(&chunks, err, ended, 3);
+        assert!(bytes > 65_535, "{bytes} bytes");
         heard.push(chunks);
     }
     // The same page carries the same bytes for both.
@@ -836,6 +823,34 @@ async fn direct_listeners_share_a_connection() {
     assert!(direct >= 2.0, "both listeners served directly ({direct})");
     drop(p.tx);
     let _ = p.call.await;
+}
+
+/// Checks what a listener heard: the end with OK, the headers first, every page once, and at
+/// least `secs` of stereo audio; returns the number of Ogg bytes.
+fn heard_whole(
+    chunks: &[AudioChunk],
+    err: Option<tonic::Status>,
+    ended: bool,
+    secs: usize,
+) -> usize {
+    assert!(err.is_none() && ended, "listener ends with OK: {err:?}");
+    assert_eq!(chunks[0].chunk_index, 0, "headers first");
+    let indexes: Vec<i32> = chunks[1..].iter().map(|c| c.chunk_index).collect();
+    assert!(
+        indexes.windows(2).all(|w| w[1] == w[0] + 1),
+        "no page lost or repeated: {indexes:?}"
+    );
+    let bytes: Vec<u8> = chunks
+        .iter()
+        .flat_map(|c| c.audio_data.iter().copied())
+        .collect();
+    let (audio, ch) = decode(&bytes);
+    assert_eq!(ch, 2);
+    assert!(
+        audio.len() >= 2 * 48_000 * secs,
+        "{secs} s or more of audio"
+    );
+    bytes.len()
 }
 
 /// GET over a raw TCP connection (the tests carry no HTTP client).
@@ -980,4 +995,147 @@ async fn shutdown_ends_live_listeners_with_unavailable() {
     );
     drop(p.tx);
     stopping.await.expect("stops");
+}
+
+/// `grpc_server_handled_total` of `StreamService/method` with `code`.
+async fn handled(s: &TestServer, method: &str, code: &str) -> f64 {
+    let text = reqwest_like_get(&format!("{}/metrics", s.http_url)).await;
+    let (m, c) = (
+        format!("grpc_method=\"{method}\""),
+        format!("grpc_code=\"{code}\""),
+    );
+    text.lines()
+        .filter(|l| l.starts_with("grpc_server_handled_total{") && l.contains(&m))
+        .filter(|l| l.contains(&c))
+        .filter_map(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
+        .sum()
+}
+
+/// A server with `--live-detach` and 100 ms pages.
+async fn detaching_server() -> Option<TestServer> {
+    let detach = |c: &mut Config| {
+        c.live_chunk_ms = 100;
+        c.live_detach = true;
+    };
+    TestServer::start_with(Backend::Sqlite, detach).await
+}
+
+/// A listener on its own connection that pings the server every 300 ms and gives up after 1 s
+/// without an answer.
+async fn pinging_client(s: &TestServer) -> Client {
+    let ch = tonic::transport::Endpoint::from_shared(s.grpc_url.clone())
+        .expect("url")
+        .http2_keep_alive_interval(Duration::from_millis(300))
+        .keep_alive_timeout(Duration::from_secs(1))
+        .keep_alive_while_idle(true)
+        .connect()
+        .await
+        .expect("connects");
+    StreamServiceClient::new(ch).max_decoding_message_size(8 << 20)
+}
+
+/// Polls `value` until it is `want` (or 10 s went by), returning the last value.
+async fn settles<F, Fut>(want: f64, mut value: F) -> f64
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = f64>,
+{
+    let mut v = value().await;
+    for _ in 0..100 {
+        if v == want {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        v = value().await;
+    }
+    v
+}
+
+/// A live stream alone on its connection for a second leaves hyper (whose buffers are freed):
+/// the listener, answering its keepalive pings all along, hears every page and ends with OK,
+/// the call counts as any other, and the next call on the same channel takes a new connection.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lone_live_stream_leaves_hyper() {
+    let _memory = PROCESS_MEMORY.read().await;
+    let Some(s) = detaching_server().await else {
+        return;
+    };
+    let OnAir {
+        token,
+        fan,
+        mut c,
+        id,
+        p,
+    } = on_air(&s, "fan", 500).await;
+    let before = metric(&s, "veza_live_detached_total").await;
+    let ok_before = handled(&s, "StreamAudio", "OK").await;
+    let mut sc = pinging_client(&s).await;
+    let l = open_listener(&mut sc, &fan, id).await;
+    let l = tokio::spawn(listen_for(l, Duration::from_secs(30)));
+    send_audio(&p.tx, id, 500, 2500, true).await;
+    let detached = metric(&s, "veza_live_detached_total").await - before;
+    assert_eq!(detached, 1.0, "the listener's connection left hyper");
+    // tonic sends the first call after the GOAWAY on the old connection, which refuses it
+    // (the caveat of `--live-detach`); the channel then reconnects.
+    let info = |mut sc: Client| {
+        let fan = fan.clone();
+        async move {
+            sc.get_stream_info(bearer(&fan, GetStreamInfoRequest { stream_id: id }))
+                .await
+        }
+    };
+    let first = info(sc.clone()).await;
+    if let Err(e) = &first {
+        assert_eq!(e.code(), Code::Cancelled, "{e:?}");
+    }
+    let info = match first {
+        Ok(r) => r,
+        Err(_) => info(sc.clone())
+            .await
+            .expect("the call again, on a new connection"),
+    }
+    .into_inner();
+    assert_eq!((info.status.as_str(), info.listeners), ("live", 1));
+    send_audio(&p.tx, id, 3000, 1500, true).await;
+    c.stop_stream(bearer(&token, StopStreamRequest { stream_id: id }))
+        .await
+        .expect("StopStream");
+    let (chunks, err, ended) = l.await.expect("listener");
+    heard_whole(&chunks, err, ended, 3);
+    let ok = settles(ok_before + 1.0, || handled(&s, "StreamAudio", "OK")).await;
+    assert_eq!(ok - ok_before, 1.0, "the detached call counted as OK");
+    drop(p.tx);
+    let _ = p.call.await;
+}
+
+/// A detached listener that goes away (its stream reset by the client) leaves the listener
+/// count, and its call counts as canceled.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_detached_listener_that_leaves_is_counted_out() {
+    let _memory = PROCESS_MEMORY.read().await;
+    let Some(s) = detaching_server().await else {
+        return;
+    };
+    let OnAir { fan, id, p, .. } = on_air(&s, "fan", 500).await;
+    let before = metric(&s, "veza_live_detached_total").await;
+    let canceled_before = handled(&s, "StreamAudio", "Canceled").await;
+    let mut sc = pinging_client(&s).await;
+    let l = open_listener(&mut sc, &fan, id).await;
+    let feed = {
+        let tx = p.tx.clone();
+        tokio::spawn(async move { send_audio(&tx, id, 500, 6000, true).await })
+    };
+    let (chunks, err, ended) = listen_for(l, Duration::from_millis(2500)).await;
+    assert!(err.is_none() && !ended && chunks.len() > 15, "{err:?}");
+    assert_eq!(metric(&s, "veza_live_detached_total").await - before, 1.0);
+    let listeners = settles(0.0, || metric(&s, "veza_live_listeners")).await;
+    assert_eq!(listeners, 0.0, "the listener left");
+    let canceled = settles(canceled_before + 1.0, || {
+        handled(&s, "StreamAudio", "Canceled")
+    })
+    .await;
+    assert_eq!(canceled - canceled_before, 1.0);
+    feed.abort();
+    drop(p.tx);
+    let _ = p.call.await;
 }

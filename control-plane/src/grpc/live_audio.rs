@@ -28,7 +28,7 @@ use crate::{
     grpc::{
         direct::{ConnInfo, DirectBody, H2Sink},
         live_frame::wire,
-        metrics_layer::sent_counter,
+        metrics_layer::{Handoff, sent_counter},
         trailers::{Polled, live_end},
     },
     shutdown::Shutdown,
@@ -166,8 +166,21 @@ where
             };
             return Ok(match self.live.attach(admitted, sink) {
                 Ok(a) => {
-                    self.live.metrics().served("grpc", "direct");
-                    response(DirectBody::new(a, conn, stream, self.shutdown.clone()))
+                    let metrics = self.live.metrics();
+                    metrics.served("grpc", "direct");
+                    let handoff = Handoff::default();
+                    let detached = metrics.live_detached.clone();
+                    let body = DirectBody::new(
+                        a,
+                        conn,
+                        stream,
+                        self.shutdown.clone(),
+                        handoff.clone(),
+                        detached,
+                    );
+                    let mut resp = response(body);
+                    resp.extensions_mut().insert(handoff);
+                    resp
                 }
                 Err(e) => {
                     conn.release(stream);

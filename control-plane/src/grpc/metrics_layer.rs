@@ -19,7 +19,7 @@ use std::{
     future::Future,
     net::SocketAddr,
     pin::Pin,
-    sync::{Arc, LazyLock},
+    sync::{Arc, LazyLock, Mutex},
     task::{Context, Poll},
     time::Instant,
 };
@@ -211,6 +211,7 @@ where
                 frames: Framing::default(),
                 counter: received,
                 call: None,
+                handoff: None,
             })
         });
         let fut = self.inner.call(req);
@@ -221,16 +222,59 @@ where
                 call.finish(code_name(code.to_str().unwrap_or("2")), resp.headers());
                 return Ok(resp);
             }
+            let handoff = resp.extensions().get::<Handoff>().cloned();
             Ok(resp.map(|body| {
                 Body::new(Counted {
                     inner: body,
                     frames: Framing::default(),
                     counter: sent,
                     call: Some(call),
+                    handoff,
                 })
             }))
         })
     }
+}
+
+/// Lets a response body that outlives hyper's stream (a detached live listener) record its
+/// call: when hyper drops the response before its status, the call is left here for the body,
+/// found in the response's extensions.
+#[derive(Clone, Default)]
+pub(crate) struct Handoff(Arc<Mutex<Option<Call>>>);
+
+/// A call handed over, recorded by whoever ends it (as `Canceled` when dropped).
+pub(crate) struct PendingCall(Call);
+
+impl Handoff {
+    /// The call, once the metrics layer let it go.
+    pub(crate) fn take(&self) -> Option<PendingCall> {
+        let mut slot = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        slot.take().map(PendingCall)
+    }
+
+    fn put(&self, call: Call) {
+        *self.0.lock().unwrap_or_else(|e| e.into_inner()) = Some(call);
+    }
+}
+
+impl PendingCall {
+    /// Records the status of `trailers`.
+    pub(crate) fn finish(self, trailers: &http::HeaderMap) {
+        self.0.finish(trailer_code(trailers), trailers);
+    }
+
+    /// Records an outcome that came with no status.
+    pub(crate) fn end(self, code: &'static str, message: &str) {
+        self.0.end(code, message);
+    }
+}
+
+/// The `grpc_code` label of the status in `trailers`.
+fn trailer_code(trailers: &http::HeaderMap) -> &'static str {
+    trailers
+        .get("grpc-status")
+        .and_then(|v| v.to_str().ok())
+        .map_or("Unknown", code_name)
 }
 
 /// One call in flight; records its outcome once, on `finish` or (as `Canceled`) when dropped.
@@ -397,6 +441,17 @@ struct Counted {
     frames: Framing,
     counter: Counter,
     call: Option<Call>,
+    handoff: Option<Handoff>,
+}
+
+impl Drop for Counted {
+    fn drop(&mut self) {
+        if let (Some(h), Some(call)) = (self.handoff.take(), self.call.take())
+            && !std::thread::panicking()
+        {
+            h.put(call);
+        }
+    }
 }
 
 impl http_body::Body for Counted {
@@ -421,11 +476,7 @@ impl http_body::Body for Counted {
                 } else if let Some(trailers) = frame.trailers_ref()
                     && let Some(call) = this.call.take()
                 {
-                    let code = trailers
-                        .get("grpc-status")
-                        .and_then(|v| v.to_str().ok())
-                        .map_or("Unknown", code_name);
-                    call.finish(code, trailers);
+                    call.finish(trailer_code(trailers), trailers);
                 }
             }
             Poll::Ready(Some(Err(e))) => {

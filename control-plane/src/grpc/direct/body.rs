@@ -1,5 +1,6 @@
 //! A direct listener's response: the audio goes through its [`H2Sink`], written by the live
-//! writer threads, so the body hyper polls carries nothing until the trailers.
+//! writer threads, so the body hyper polls carries nothing until the trailers. When hyper lets
+//! the connection go (see [`conn`](super::conn)), the body moves to a task of its own.
 
 use std::{
     pin::Pin,
@@ -14,11 +15,12 @@ use prometheus_client::metrics::counter::Counter;
 use tokio::time::{Instant, Sleep};
 use tonic::Status;
 
-use super::conn::Conn;
+use super::{conn::Conn, detached};
 use crate::{
     domain::live::{Attached, Page, Pushed, Sink},
     grpc::{
         live_frame::wire_frame,
+        metrics_layer::Handoff,
         trailers::{Polled, live_end},
     },
     shutdown::Shutdown,
@@ -62,23 +64,39 @@ impl Sink for H2Sink {
 /// The response body of a direct listener: pending while the writers send its audio, then the
 /// `grpc-status` trailers once everything queued is on the wire.
 pub struct DirectBody {
-    attached: Attached,
-    conn: Arc<Conn>,
-    stream: u32,
+    attached: Option<Attached>,
+    pub(super) conn: Arc<Conn>,
+    pub(super) stream: u32,
     shutdown: Shutdown,
     retry: Option<(Instant, Pin<Box<Sleep>>)>,
     done: bool,
+    /// The call's metrics, handed over by the metrics layer when hyper drops the response.
+    pub(super) handoff: Handoff,
+    /// Counts connections detached from hyper.
+    detached: Counter,
+    /// Polled by its own task, hyper gone.
+    own: bool,
 }
 
 impl DirectBody {
-    pub fn new(attached: Attached, conn: Arc<Conn>, stream: u32, shutdown: Shutdown) -> Self {
+    pub(crate) fn new(
+        attached: Attached,
+        conn: Arc<Conn>,
+        stream: u32,
+        shutdown: Shutdown,
+        handoff: Handoff,
+        detached: Counter,
+    ) -> Self {
         DirectBody {
-            attached,
+            attached: Some(attached),
             conn,
             stream,
             shutdown,
             retry: None,
             done: false,
+            handoff,
+            detached,
+            own: false,
         }
     }
 
@@ -112,7 +130,13 @@ impl HttpBody for DirectBody {
         if self.done {
             return Poll::Ready(None);
         }
-        if self.attached.poll_ended(cx).is_pending() {
+        if !self.own && self.conn.detached() {
+            // Hyper read the end of the connection and will drop this body (see `Drop`).
+            return Poll::Pending;
+        }
+        if let Some(a) = &self.attached
+            && a.poll_ended(cx).is_pending()
+        {
             return Poll::Pending;
         }
         if self.conn.closed(self.stream) {
@@ -140,6 +164,27 @@ impl HttpBody for DirectBody {
 
 impl Drop for DirectBody {
     fn drop(&mut self) {
+        if !self.own
+            && !self.done
+            && self.conn.detached()
+            && let Ok(rt) = tokio::runtime::Handle::try_current()
+            && let Some(attached) = self.attached.take()
+        {
+            self.detached.inc();
+            let body = DirectBody {
+                attached: Some(attached),
+                conn: self.conn.clone(),
+                stream: self.stream,
+                shutdown: self.shutdown.clone(),
+                retry: None,
+                done: false,
+                handoff: self.handoff.clone(),
+                detached: self.detached.clone(),
+                own: true,
+            };
+            rt.spawn(detached::run(body));
+            return;
+        }
         self.conn.release(self.stream);
     }
 }

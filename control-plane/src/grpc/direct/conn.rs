@@ -8,6 +8,11 @@
 //! and hyper would answer FLOW_CONTROL_ERROR. Those increments are taken out of the frames
 //! before hyper reads them: hyper's windows then never exceed the true ones plus the live bytes
 //! not yet granted back, which a conforming peer keeps within 2³¹−1.
+//!
+//! Once a live stream has been a connection's only stream for a while, with hyper quiet, the
+//! connection is *detached* from hyper: hyper reads the end of the stream and frees its buffers
+//! (about 28 KB), the client is sent a GOAWAY (its next calls go on a new connection), and the
+//! live stream goes on alone, driven by [`detached`](super::detached).
 
 use std::{
     collections::VecDeque,
@@ -42,6 +47,15 @@ const MAX_AHEAD: usize = 4 << 20;
 const MAX_SLICES: usize = 64;
 /// The largest flow-control window (RFC 9113 §6.9.1).
 const MAX_WINDOW: i64 = (1 << 31) - 1;
+/// How long hyper must have been quiet, with a live stream the connection's only stream, before
+/// the connection is detached from it.
+const DETACH_AFTER: Duration = Duration::from_secs(1);
+/// Most bytes of our own frames (answers to the client's PINGs and SETTINGS, refusals) waiting
+/// on a detached connection: a client that makes more without reading is dropped.
+const MAX_CONTROL: usize = 64 << 10;
+/// How long sent data may stay unacknowledged before the kernel drops a detached connection,
+/// which no longer has hyper's keepalive pings to find a dead peer.
+const DEAD_PEER: Duration = Duration::from_secs(30);
 
 /// What a request on this connection carries in its extensions.
 #[derive(Clone)]
@@ -71,7 +85,7 @@ pub struct ConnIo {
 
 /// A followed connection's place under the caps and its deadlines.
 struct Limits {
-    _slot: Slot,
+    slot: Slot,
     /// Until the HTTP/2 preface or an HTTP/1 request head is in.
     header: Option<Pin<Box<Sleep>>>,
     /// Bytes of the `\r\n\r\n` ending an HTTP/1 head matched so far.
@@ -101,6 +115,12 @@ impl ConnIo {
         }
     }
 
+    /// Lets the connection be detached from hyper (see the module's doc).
+    pub fn detaching(self, allowed: bool) -> ConnIo {
+        self.conn.lock().may_detach = allowed;
+        self
+    }
+
     /// Holds `slot` for the connection's life; the connection is closed when it has not sent
     /// its preface or first request head within `header`, or (plain HTTP/2) has had no stream
     /// open for `idle`. Over TLS, whose bytes are not followed, the handshake has its own
@@ -108,7 +128,7 @@ impl ConnIo {
     pub fn limited(mut self, slot: Slot, header: Duration, idle: Duration) -> ConnIo {
         let first = if self.follow { header } else { idle };
         self.limits = Some(Limits {
-            _slot: slot,
+            slot,
             header: Some(Box::pin(tokio::time::sleep(first))),
             head_end: 0,
             idle,
@@ -201,7 +221,14 @@ impl Connected for ConnIo {
 
 impl Drop for ConnIo {
     fn drop(&mut self) {
-        self.conn.lock().die();
+        let mut st = self.conn.lock();
+        if st.detach == Detach::Done {
+            // The live stream goes on: the connection keeps its place under the caps.
+            st.slot = self.limits.take().map(|l| l.slot);
+            return;
+        }
+        st.die();
+        drop(st);
         let _ = socket2::SockRef::from(&self.conn.sock).shutdown(Shutdown::Both);
     }
 }
@@ -238,6 +265,31 @@ struct State {
     /// Since when no stream has been open (`None`: some are).
     idle_since: Option<Instant>,
     dead: bool,
+    /// Hyper's reading task, woken to detach the connection.
+    reader: Option<Waker>,
+    /// When hyper last read or wrote bytes.
+    hyper_io: Instant,
+    detach: Detach,
+    /// `--live-detach`.
+    may_detach: bool,
+    /// Our own frames waiting to go out on a detached connection.
+    control: Vec<u8>,
+    /// The highest stream id the client opened.
+    last_stream: u32,
+    /// The client changed its header table size since hyper left.
+    table_changed: bool,
+    /// A detached connection's place under the caps.
+    slot: Option<Slot>,
+}
+
+/// Where a connection is in being detached from hyper.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Detach {
+    No,
+    /// A writer saw it could be: hyper's next read checks again and ends its connection.
+    Asked,
+    /// Hyper is gone; the live stream is driven by [`detached`](super::detached).
+    Done,
 }
 
 struct LiveStream {
@@ -332,6 +384,7 @@ impl Conn {
         let Some(i) = st.live.iter().position(|s| s.id == stream && !s.closed) else {
             return Pushed::Gone;
         };
+        st.maybe_detach();
         if let Some(done) = st.send_now(i, framed, keep, &self.sock) {
             return done;
         }
@@ -368,6 +421,76 @@ impl Conn {
     pub fn closed(&self, stream: u32) -> bool {
         let st = self.lock();
         st.dead || st.live.iter().all(|s| s.id != stream || s.closed)
+    }
+
+    /// Whether hyper has let this connection go.
+    pub fn detached(&self) -> bool {
+        self.lock().detach == Detach::Done
+    }
+
+    /// Ready when the client sent something (or the socket failed).
+    pub async fn readable(&self) -> io::Result<()> {
+        self.sock.readable().await
+    }
+
+    /// Ready when the socket may take more.
+    pub async fn writable(&self) -> io::Result<()> {
+        self.sock.writable().await
+    }
+
+    /// On a detached connection: reads what the client sent, answering it; `false` once the
+    /// connection is gone.
+    pub fn take_input(&self) -> bool {
+        let mut st = self.lock();
+        loop {
+            match st.read_detached(&self.sock) {
+                Ok(Some(0)) | Err(_) => st.die(),
+                Ok(Some(_)) => continue,
+                Ok(None) => {}
+            }
+            break;
+        }
+        st.flush(&self.sock);
+        !st.dead
+    }
+
+    /// Ends `stream` with `trailers`, written as HPACK literals that touch no dynamic table.
+    pub fn send_trailers(&self, stream: u32, trailers: &http::HeaderMap) {
+        let mut st = self.lock();
+        let mut block = hpack_block(trailers, st.table_changed, true);
+        if block.len() > frames::MAX_DATA {
+            block = hpack_block(trailers, st.table_changed, false);
+        }
+        let flags = frames::END_STREAM | frames::END_HEADERS;
+        st.control_frame(frames::HEADERS, flags, stream, &block);
+        st.close(stream);
+        st.flush(&self.sock);
+    }
+
+    /// Resets `stream` with `code`.
+    pub fn send_reset(&self, stream: u32, code: u32) {
+        let mut st = self.lock();
+        st.control_frame(frames::RST_STREAM, 0, stream, &code.to_be_bytes());
+        st.close(stream);
+        st.flush(&self.sock);
+    }
+
+    /// Whether our own frames are all written (or the connection is gone).
+    pub fn control_sent(&self) -> bool {
+        let mut st = self.lock();
+        st.flush(&self.sock);
+        st.dead || st.control.is_empty()
+    }
+
+    /// Sends the end of the connection (FIN) after what was written.
+    pub fn shutdown_write(&self) {
+        let _ = socket2::SockRef::from(&self.sock).shutdown(Shutdown::Write);
+    }
+
+    /// Closes a detached connection for good.
+    pub fn kill(&self) {
+        self.lock().die();
+        let _ = socket2::SockRef::from(&self.sock).shutdown(Shutdown::Both);
     }
 
     /// Gives `stream` back to hyper: unsent pages are dropped, a frame half written is finished.
@@ -441,6 +564,81 @@ impl State {
             unanswered_reset: false,
             idle_since: Some(Instant::now()),
             dead: false,
+            reader: None,
+            hyper_io: Instant::now(),
+            detach: Detach::No,
+            may_detach: false,
+            control: Vec::new(),
+            last_stream: 0,
+            table_changed: false,
+            slot: None,
+        }
+    }
+
+    /// Whether hyper may go now: the only open stream is the live one, answered, and nothing
+    /// of hyper's is in flight either way.
+    fn detachable(&self) -> bool {
+        let [s] = self.live.as_slice() else {
+            return false;
+        };
+        !self.dead
+            && s.answered
+            && !s.closed
+            && matches!(self.open.as_slice(), [(id, true)] if *id == s.id)
+            && self.inbound.at_boundary()
+            && self.outbound.at_boundary()
+            && self.ahead.is_empty()
+            && self.held.is_empty()
+            && self.blocked.is_none()
+            && !self.unanswered_reset
+            && self.hyper_io.elapsed() >= DETACH_AFTER
+    }
+
+    /// Asks hyper's task to let the connection go when it can.
+    fn maybe_detach(&mut self) {
+        if self.may_detach && self.detach == Detach::No && self.detachable() {
+            self.detach = Detach::Asked;
+            if let Some(w) = self.reader.take() {
+                w.wake();
+            }
+        }
+    }
+
+    /// Hyper is gone: the client is told to open no more streams here.
+    fn detach_now(&mut self, sock: &TcpStream) {
+        self.detach = Detach::Done;
+        self.reader = None;
+        let _ = socket2::SockRef::from(sock).set_tcp_user_timeout(Some(DEAD_PEER));
+        let mut away = [0u8; 8];
+        away[..4].copy_from_slice(&self.last_stream.to_be_bytes());
+        away[4..].copy_from_slice(&frames::NO_ERROR.to_be_bytes());
+        frames::frame(&mut self.control, frames::GOAWAY, 0, 0, &away);
+    }
+
+    /// Queues one of our own frames on a detached connection.
+    fn control_frame(&mut self, ty: u8, flags: u8, stream: u32, payload: &[u8]) {
+        frames::frame(&mut self.control, ty, flags, stream, payload);
+        if self.control.len() > MAX_CONTROL {
+            self.die();
+        }
+    }
+
+    /// Writes our own frames; `true` once none are left.
+    fn send_control(&mut self, sock: &TcpStream) -> bool {
+        let bufs = [IoSlice::new(&self.control)];
+        match sock.try_io(Interest::WRITABLE, || send(sock, &bufs)) {
+            Ok(n) => {
+                self.control.drain(..n);
+                if self.control.is_empty() {
+                    self.control = Vec::new();
+                }
+                self.control.is_empty()
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => false,
+            Err(_) => {
+                self.die();
+                false
+            }
         }
     }
 
@@ -458,12 +656,26 @@ impl State {
         }
     }
 
-    /// Writes queued live frames while the socket, the windows and hyper's framing allow.
+    /// Writes queued live frames (and our own, once detached) while the socket, the windows
+    /// and hyper's framing allow.
     fn flush(&mut self, sock: &TcpStream) {
-        if self.live.is_empty() {
-            return;
+        while !self.dead {
+            if self.partial.is_none() && !self.control.is_empty() {
+                if !self.send_control(sock) {
+                    return;
+                }
+                continue;
+            }
+            let boundary = self.partial.is_some() || self.outbound.at_boundary();
+            if self.live.is_empty() || !boundary || !self.write_live(sock) {
+                return;
+            }
         }
-        while !self.dead && (self.partial.is_some() || self.outbound.at_boundary()) {
+    }
+
+    /// One vectored write of queued live frames; `true` when all it tried went out.
+    fn write_live(&mut self, sock: &TcpStream) -> bool {
+        {
             self.fit();
             let order = self.order();
             let mut slices = Vec::with_capacity(16);
@@ -495,7 +707,7 @@ impl State {
             }
             let total: usize = slices.iter().map(|s| s.len()).sum();
             if total == 0 {
-                return;
+                return false;
             }
             // Through tokio, so that a full socket clears its readiness: whoever waits for the
             // socket (hyper, behind a half-written frame) then sleeps until it drains.
@@ -503,14 +715,15 @@ impl State {
             drop(slices);
             let written = match result {
                 Ok(n) => n,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
-                Err(_) => return self.die(),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return false,
+                Err(_) => {
+                    self.die();
+                    return false;
+                }
             };
             self.shared_window = true;
             self.consume(&plan, written);
-            if written < total {
-                return;
-            }
+            written == total
         }
     }
 
@@ -527,6 +740,9 @@ impl State {
         let s = &self.live[i];
         let fits = len <= frames::MAX_DATA && len as i64 <= self.window.min(s.window);
         if !fits || !s.answered || !s.queue.is_empty() || self.partial.is_some() {
+            return None;
+        }
+        if !self.control.is_empty() {
             return None;
         }
         if !self.outbound.at_boundary() {
@@ -739,9 +955,30 @@ impl State {
                         && head.stream % 2 == 1
                         && !self.open.iter().any(|(id, _)| *id == head.stream) =>
                 {
+                    if self.detach == Detach::Done {
+                        // Sent before our GOAWAY reached the client: never processed.
+                        let code = frames::REFUSED_STREAM.to_be_bytes();
+                        self.control_frame(frames::RST_STREAM, 0, head.stream, &code);
+                        continue;
+                    }
+                    self.last_stream = self.last_stream.max(head.stream);
                     self.open.push((head.stream, false));
                     self.idle_since = None;
                 }
+                Event::Ping(data) if self.detach == Detach::Done => {
+                    self.control_frame(frames::PING, frames::ACK, 0, &data);
+                }
+                Event::End(head)
+                    if head.ty == frames::SETTINGS
+                        && head.flags & frames::ACK == 0
+                        && self.detach == Detach::Done =>
+                {
+                    self.control_frame(frames::SETTINGS, frames::ACK, 0, &[]);
+                }
+                Event::Setting {
+                    id: frames::HEADER_TABLE_SIZE,
+                    ..
+                } if self.detach == Detach::Done => self.table_changed = true,
                 Event::End(head) if head.ty == frames::RST_STREAM => self.reset(head.stream),
                 Event::Window { stream, increment } => {
                     let inc = i64::from(increment);
@@ -780,7 +1017,7 @@ impl State {
                 _ => {}
             }
         }
-        if more_window {
+        if more_window || !self.control.is_empty() {
             // Hyper's held DATA goes first; the live frames follow on the next write.
             match self.blocked.take() {
                 Some(w) => w.wake(),
@@ -807,6 +1044,26 @@ impl State {
                 let all = &mut tmp[..h + n];
                 let keep = self.received(all, sock);
                 self.ahead.extend(&all[..keep]);
+                self.held.extend_from_slice(&all[keep..]);
+                Ok(Some(n))
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// One non-blocking read on a detached connection, followed and then dropped: `None` when
+    /// the socket has nothing, `Some(0)` at the end of the stream.
+    fn read_detached(&mut self, sock: &TcpStream) -> io::Result<Option<usize>> {
+        let mut tmp = [0u8; 4096];
+        let h = self.held.len();
+        tmp[..h].copy_from_slice(&self.held);
+        match sock.try_read(&mut tmp[h..]) {
+            Ok(0) => Ok(Some(0)),
+            Ok(n) => {
+                self.held.clear();
+                let all = &mut tmp[..h + n];
+                let keep = self.received(all, sock);
                 self.held.extend_from_slice(&all[keep..]);
                 Ok(Some(n))
             }
@@ -922,6 +1179,12 @@ impl ConnIo {
             drop(st);
             return write_plain(sock, cx, bufs);
         }
+        if st.detach == Detach::Done {
+            // Hyper's last words (a GOAWAY, resets) after it read the end: the client never
+            // sees them, the live stream goes on.
+            return Poll::Ready(Ok(bufs.iter().map(|b| b.len()).sum()));
+        }
+        st.hyper_io = Instant::now();
         loop {
             st.flush(sock);
             if st.dead {
@@ -968,6 +1231,19 @@ impl ConnIo {
         loop {
             {
                 let mut st = self.conn.lock();
+                match st.detach {
+                    Detach::Done => return Poll::Ready(Ok(())),
+                    Detach::Asked if st.detachable() => {
+                        st.detach_now(sock);
+                        // The end of the stream, for hyper.
+                        return Poll::Ready(Ok(()));
+                    }
+                    Detach::Asked => st.detach = Detach::No,
+                    Detach::No => {}
+                }
+                if !st.reader.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
+                    st.reader = Some(cx.waker().clone());
+                }
                 if !st.ahead.is_empty() {
                     let n = st.ahead.len().min(buf.remaining());
                     let (a, b) = st.ahead.as_slices();
@@ -1007,6 +1283,7 @@ impl ConnIo {
                         return Poll::Ready(Ok(()));
                     }
                     let mut st = self.conn.lock();
+                    st.hyper_io = Instant::now();
                     let new = &mut buf.filled_mut()[filled..filled + n];
                     let keep = st.received(new, sock);
                     if keep < n {
@@ -1057,6 +1334,43 @@ fn rewrite_update(frame: &mut [u8], increment: i64) {
         frame[9..13].copy_from_slice(&inc.to_be_bytes());
         frame[9] |= reserved;
     }
+}
+
+/// A header block of `fields` as literals without indexing (RFC 7541 §6.2.2), after a table
+/// size update to 0 when the client changed its table's size; `grpc-message` only with
+/// `message`.
+fn hpack_block(fields: &http::HeaderMap, resize: bool, message: bool) -> Vec<u8> {
+    let mut b = Vec::new();
+    if resize {
+        b.push(0x20);
+    }
+    for (name, value) in fields {
+        if !message && name == "grpc-message" {
+            continue;
+        }
+        b.push(0);
+        hpack_int(&mut b, name.as_str().len(), 7);
+        b.extend_from_slice(name.as_str().as_bytes());
+        hpack_int(&mut b, value.len(), 7);
+        b.extend_from_slice(value.as_bytes());
+    }
+    b
+}
+
+/// An HPACK integer with a `prefix`-bit prefix (RFC 7541 §5.1), its flag bits 0.
+fn hpack_int(out: &mut Vec<u8>, mut v: usize, prefix: u32) {
+    let max = (1usize << prefix) - 1;
+    if v < max {
+        out.push(v as u8);
+        return;
+    }
+    out.push(max as u8);
+    v -= max;
+    while v >= 128 {
+        out.push((v % 128 + 128) as u8);
+        v /= 128;
+    }
+    out.push(v as u8);
 }
 
 /// Adds `len` to the debt of `stream`.
@@ -1138,6 +1452,9 @@ impl AsyncWrite for ConnIo {
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+        if self.conn.detached() {
+            return Poll::Ready(Ok(()));
+        }
         Poll::Ready(socket2::SockRef::from(&self.conn.sock).shutdown(Shutdown::Write))
     }
 }
@@ -1311,6 +1628,59 @@ mod tests {
             through(&mut st, &sock, &update(1, 0x7fff_ffff), step);
             assert_eq!((st.window, st.live[0].window), (MAX_WINDOW, MAX_WINDOW));
         }
+    }
+
+    #[tokio::test]
+    async fn a_detached_connection_answers_and_refuses_by_itself() {
+        use tokio::io::AsyncReadExt;
+        let (mut client, sock) = connected().await;
+        let mut st = State::new();
+        let mut first = PREFACE_AND_SETTINGS.to_vec();
+        first.extend(headers(1));
+        st.received(&mut first, &sock);
+        st.detach_now(&sock);
+        let mut ping = Head::bytes(8, frames::PING, 0, 0).to_vec();
+        ping.extend_from_slice(b"12345678");
+        let mut input = ping.clone();
+        // A SETTINGS frame, a PING ACK (answered by nobody) and a request after the GOAWAY.
+        input.extend_from_slice(&Head::bytes(0, frames::SETTINGS, 0, 0));
+        input.extend_from_slice(&Head::bytes(8, frames::PING, frames::ACK, 0));
+        input.extend_from_slice(b"87654321");
+        input.extend(headers(5));
+        for piece in input.chunks(5) {
+            let mut chunk: Vec<u8> = st.held.drain(..).collect();
+            chunk.extend_from_slice(piece);
+            let keep = st.received(&mut chunk, &sock);
+            st.held.extend_from_slice(&chunk[keep..]);
+        }
+        st.flush(&sock);
+        let mut expect = Vec::new();
+        frames::frame(&mut expect, frames::GOAWAY, 0, 0, &[0, 0, 0, 1, 0, 0, 0, 0]);
+        frames::frame(&mut expect, frames::PING, frames::ACK, 0, b"12345678");
+        frames::frame(&mut expect, frames::SETTINGS, frames::ACK, 0, &[]);
+        frames::frame(&mut expect, frames::RST_STREAM, 0, 5, &[0, 0, 0, 7]);
+        let mut got = vec![0; expect.len()];
+        client.read_exact(&mut got).await.expect("reads");
+        assert_eq!(got, expect);
+        assert!(
+            st.open.iter().all(|(id, _)| *id != 5),
+            "a refused stream is not kept"
+        );
+    }
+
+    #[test]
+    fn trailers_are_literals_with_lengths_as_hpack_integers() {
+        let mut out = Vec::new();
+        hpack_int(&mut out, 1337, 5);
+        assert_eq!(out, [31, 154, 10], "RFC 7541 C.1.2");
+        let mut t = http::HeaderMap::new();
+        t.insert("grpc-status", http::HeaderValue::from_static("0"));
+        let mut expect = vec![0x20, 0, 11];
+        expect.extend_from_slice(b"grpc-status");
+        expect.extend_from_slice(&[1, b'0']);
+        assert_eq!(hpack_block(&t, true, true), expect);
+        t.insert("grpc-message", http::HeaderValue::from_static("x"));
+        assert_eq!(hpack_block(&t, true, false), expect, "without the message");
     }
 
     const PREFACE_AND_SETTINGS: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\0\0\0\x04\0\0\0\0\0";

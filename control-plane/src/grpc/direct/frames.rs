@@ -9,6 +9,8 @@ pub const HEADERS: u8 = 0x1;
 pub const RST_STREAM: u8 = 0x3;
 pub const SETTINGS: u8 = 0x4;
 pub const PUSH_PROMISE: u8 = 0x5;
+pub const PING: u8 = 0x6;
+pub const GOAWAY: u8 = 0x7;
 pub const WINDOW_UPDATE: u8 = 0x8;
 pub const CONTINUATION: u8 = 0x9;
 /// A frame type no HTTP/2 peer knows, which it must ignore (RFC 9113 §5.5).
@@ -18,8 +20,15 @@ pub const END_STREAM: u8 = 0x1;
 pub const ACK: u8 = 0x1;
 pub const END_HEADERS: u8 = 0x4;
 
+/// `SETTINGS_HEADER_TABLE_SIZE`.
+pub const HEADER_TABLE_SIZE: u16 = 0x1;
 /// `SETTINGS_INITIAL_WINDOW_SIZE`.
 pub const INITIAL_WINDOW_SIZE: u16 = 0x4;
+
+/// Error codes (RFC 9113 §7).
+pub const NO_ERROR: u32 = 0x0;
+pub const INTERNAL_ERROR: u32 = 0x2;
+pub const REFUSED_STREAM: u32 = 0x7;
 
 /// Length of a frame header.
 pub const HEAD: usize = 9;
@@ -39,10 +48,21 @@ pub struct Head {
 impl Head {
     /// The 9 header bytes of a DATA frame of `len` bytes on `stream`.
     pub fn data(len: usize, stream: u32) -> [u8; 9] {
+        Head::bytes(len, DATA, 0, stream)
+    }
+
+    /// The 9 header bytes of a frame of `len` bytes, type `ty` and `flags` on `stream`.
+    pub fn bytes(len: usize, ty: u8, flags: u8, stream: u32) -> [u8; 9] {
         let l = (len as u32).to_be_bytes();
         let s = stream.to_be_bytes();
-        [l[1], l[2], l[3], DATA, 0, s[0], s[1], s[2], s[3]]
+        [l[1], l[2], l[3], ty, flags, s[0], s[1], s[2], s[3]]
     }
+}
+
+/// A whole frame: header and `payload`, appended to `out`.
+pub fn frame(out: &mut Vec<u8>, ty: u8, flags: u8, stream: u32, payload: &[u8]) {
+    out.extend_from_slice(&Head::bytes(payload.len(), ty, flags, stream));
+    out.extend_from_slice(payload);
 }
 
 /// What the scanner saw.
@@ -55,6 +75,8 @@ pub enum Event {
     Setting { id: u16, value: u32 },
     /// A WINDOW_UPDATE increment (stream 0 is the connection).
     Window { stream: u32, increment: u32 },
+    /// A PING that asks for an answer, with its opaque data.
+    Ping([u8; 8]),
     /// The frame's last byte went by.
     End(Head),
 }
@@ -67,7 +89,7 @@ pub struct Scanner {
     have: usize,
     cur: Option<Head>,
     left: u32,
-    acc: [u8; 6],
+    acc: [u8; 8],
     acc_len: usize,
     block_open: bool,
     lost: bool,
@@ -91,7 +113,7 @@ impl Scanner {
             have: 0,
             cur: None,
             left: 0,
-            acc: [0; 6],
+            acc: [0; 8],
             acc_len: 0,
             block_open: false,
             lost: false,
@@ -192,6 +214,7 @@ impl Scanner {
         let wanted = match head.ty {
             SETTINGS if head.flags & ACK == 0 => 6,
             WINDOW_UPDATE if head.len == 4 => 4,
+            PING if head.len == 8 && head.flags & ACK == 0 => 8,
             _ => 0,
         };
         if wanted > 0 {
@@ -213,6 +236,9 @@ impl Scanner {
 
     fn entry(&self, head: Head) -> Event {
         let a = &self.acc;
+        if head.ty == PING {
+            return Event::Ping(*a);
+        }
         if head.ty == SETTINGS {
             Event::Setting {
                 id: u16::from_be_bytes([a[0], a[1]]),

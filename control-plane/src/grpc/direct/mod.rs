@@ -4,6 +4,7 @@
 
 pub mod body;
 pub mod conn;
+mod detached;
 pub mod frames;
 
 pub use body::{DirectBody, H2Sink};

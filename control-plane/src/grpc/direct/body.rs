@@ -65,13 +65,13 @@ impl Sink for H2Sink {
 /// `grpc-status` trailers once everything queued is on the wire.
 pub struct DirectBody {
     attached: Option<Attached>,
-    pub(super) conn: Arc<Conn>,
-    pub(super) stream: u32,
+    conn: Arc<Conn>,
+    stream: u32,
     shutdown: Shutdown,
     retry: Option<(Instant, Pin<Box<Sleep>>)>,
     done: bool,
     /// The call's metrics, handed over by the metrics layer when hyper drops the response.
-    pub(super) handoff: Handoff,
+    handoff: Handoff,
     /// Counts connections detached from hyper.
     detached: Counter,
     /// Polled by its own task, hyper gone.
@@ -182,7 +182,8 @@ impl Drop for DirectBody {
                 detached: self.detached.clone(),
                 own: true,
             };
-            rt.spawn(detached::run(body));
+            let (conn, call) = (self.conn.clone(), self.handoff.take());
+            rt.spawn(detached::run(body, conn, self.stream, call));
             return;
         }
         self.conn.release(self.stream);

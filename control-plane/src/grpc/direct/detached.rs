@@ -1,20 +1,23 @@
 //! A live listener's stream after hyper let its connection go: answers the client's frames,
 //! ends the stream with its trailers (or a reset), then closes the connection.
 
-use std::{future::poll_fn, time::Duration};
+use std::{future::poll_fn, sync::Arc, time::Duration};
 
-use http_body::Body as _;
+use bytes::Bytes;
+use http_body::Body;
+use tonic::Status;
 
-use super::{body::DirectBody, frames};
+use super::{conn::Conn, frames};
+use crate::grpc::metrics_layer::PendingCall;
 
 /// How long the end may take to reach a client and the client to close.
 const LINGER: Duration = Duration::from_secs(3);
 
-/// Drives `body` to its end on its own connection.
-pub async fn run(mut body: DirectBody) {
-    let conn = body.conn.clone();
-    let stream = body.stream;
-    let call = body.handoff.take();
+/// Drives `body`, the response on `stream`, to its end on `conn`; `call` records it.
+pub async fn run<B>(mut body: B, conn: Arc<Conn>, stream: u32, call: Option<PendingCall>)
+where
+    B: Body<Data = Bytes, Error = Status> + Unpin,
+{
     conn.take_input();
     let last = loop {
         tokio::select! {

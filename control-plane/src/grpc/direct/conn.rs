@@ -227,9 +227,8 @@ impl Drop for ConnIo {
             st.slot = self.limits.take().map(|l| l.slot);
             return;
         }
-        st.die();
         drop(st);
-        let _ = socket2::SockRef::from(&self.conn.sock).shutdown(Shutdown::Both);
+        self.conn.kill();
     }
 }
 
@@ -487,7 +486,7 @@ impl Conn {
         let _ = socket2::SockRef::from(&self.sock).shutdown(Shutdown::Write);
     }
 
-    /// Closes a detached connection for good.
+    /// Closes the connection for good.
     pub fn kill(&self) {
         self.lock().die();
         let _ = socket2::SockRef::from(&self.sock).shutdown(Shutdown::Both);
@@ -1030,40 +1029,34 @@ impl State {
     /// One non-blocking read into `ahead` (after the `held` bytes), followed; `None` when the
     /// socket has nothing, `Some(0)` at the end of the stream.
     fn read_some(&mut self, sock: &TcpStream) -> io::Result<Option<usize>> {
+        self.read_followed_bytes(sock, true)
+    }
+
+    /// The same on a detached connection, whose bytes are dropped once followed.
+    fn read_detached(&mut self, sock: &TcpStream) -> io::Result<Option<usize>> {
+        self.read_followed_bytes(sock, false)
+    }
+
+    /// One non-blocking read, followed; what may go to hyper goes into `ahead` when `pass`.
+    fn read_followed_bytes(&mut self, sock: &TcpStream, pass: bool) -> io::Result<Option<usize>> {
         let mut tmp = [0u8; 4096];
         let h = self.held.len();
         tmp[..h].copy_from_slice(&self.held);
         match sock.try_read(&mut tmp[h..]) {
             Ok(0) => {
                 // The peer is gone: what was held goes as it is.
-                self.ahead.extend(self.held.drain(..));
+                if pass {
+                    self.ahead.extend(self.held.drain(..));
+                }
                 Ok(Some(0))
             }
             Ok(n) => {
                 self.held.clear();
                 let all = &mut tmp[..h + n];
                 let keep = self.received(all, sock);
-                self.ahead.extend(&all[..keep]);
-                self.held.extend_from_slice(&all[keep..]);
-                Ok(Some(n))
-            }
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(None),
-            Err(e) => Err(e),
-        }
-    }
-
-    /// One non-blocking read on a detached connection, followed and then dropped: `None` when
-    /// the socket has nothing, `Some(0)` at the end of the stream.
-    fn read_detached(&mut self, sock: &TcpStream) -> io::Result<Option<usize>> {
-        let mut tmp = [0u8; 4096];
-        let h = self.held.len();
-        tmp[..h].copy_from_slice(&self.held);
-        match sock.try_read(&mut tmp[h..]) {
-            Ok(0) => Ok(Some(0)),
-            Ok(n) => {
-                self.held.clear();
-                let all = &mut tmp[..h + n];
-                let keep = self.received(all, sock);
+                if pass {
+                    self.ahead.extend(&all[..keep]);
+                }
                 self.held.extend_from_slice(&all[keep..]);
                 Ok(Some(n))
             }

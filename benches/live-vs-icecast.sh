@@ -58,6 +58,8 @@ veza_round() {
   else
     # The producer sends CHUNK_MS of audio at a time, as ffmpeg sends Icecast a page at a time.
     LIVE_LOAD_BATCH_MS=$chunk_ms $bin/live_load veza http://127.0.0.1:19090 "$vpid" "$3" "$3" "$secs"
+    # How many listeners left hyper (--live-detach), read before the server stops.
+    curl -s http://127.0.0.1:18080/metrics | grep -E '^veza_live_detached_total' || true
   fi
   kill "$vpid"; wait "$vpid" 2>/dev/null || true
   wait_down 19090; wait_down 18080

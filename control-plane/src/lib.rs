@@ -10,6 +10,7 @@ pub mod connect;
 pub mod cors;
 pub mod domain;
 pub mod grpc;
+pub mod heap_trim;
 pub mod hint;
 pub mod http;
 pub mod metrics;

@@ -9,6 +9,7 @@ pub mod encode;
 pub mod error;
 pub mod index;
 pub mod live;
+pub mod live_opus;
 pub mod live_source;
 pub mod meta;
 pub mod mux;
@@ -21,6 +22,7 @@ mod pool;
 pub mod probe;
 pub mod resample;
 pub mod source;
+pub mod source_audio;
 pub mod transcode;
 pub mod waveform;
 

@@ -1,9 +1,9 @@
 //! Live sources: an Icecast source's PUT body (Ogg Opus/Vorbis/FLAC, MP3) as `LiveEncoder` input.
 //!
-//! Ogg Opus is not decoded: its pages are parsed as they arrive, packets are reassembled across
-//! pages and passed through after an `OpusHead` item (again at each link of a chained stream).
-//! Everything else is decoded by symphonia over the non-seekable stream into pcm_s16le blocks of
-//! at most 100 ms. All reads block: run a [`SourceReader`] on a blocking thread.
+//! Ogg Opus is not decoded but passed through ([`crate::live_opus`], which also takes pushed
+//! bytes without a reader). Everything else is decoded by symphonia over the non-seekable stream
+//! into pcm_s16le blocks of at most 100 ms. All reads block: run a [`SourceReader`] on a
+//! blocking thread.
 
 use std::collections::VecDeque;
 use std::io::{self, Cursor, ErrorKind, Read};
@@ -21,17 +21,12 @@ use symphonia::default::formats::{MpaReader, OggReader};
 
 use crate::decode::{MAX_BAD_PACKETS, MAX_CHANNELS, downmix, guarded};
 use crate::error::{MediaError, Result};
-use crate::mux::MAX_PACKET;
-use crate::ogg::{FLAG_BOS, FLAG_CONTINUED, FLAG_EOS, PageInfo, parse_page};
-use crate::opus_head::OpusHead;
+use crate::live_opus::{OggStart, OpusPassthrough, ogg_start};
 use crate::pcm::f32_to_s16le;
+pub use crate::source_audio::{SourceAudio, SourceKind};
 
-/// Longest Ogg page: header, 255 lacing values, 255 × 255 body bytes.
-const MAX_PAGE: usize = 27 + 255 + 255 * 255;
 /// Bytes asked of the input per read.
 const READ_CHUNK: usize = 16 * 1024;
-/// First-pages (BOS) looked at for an Opus stream before handing the stream to symphonia.
-const MAX_BOS_PAGES: usize = 4;
 /// Longest PCM block yielded.
 const BLOCK_MS: usize = 100;
 /// Sample rates `LiveEncoder` takes.
@@ -40,44 +35,6 @@ const RATES: std::ops::RangeInclusive<u32> = 8000..=192_000;
 const MAX_ID3_TAGS: usize = 4;
 
 type Input = Box<dyn Read + Send + Sync>;
-
-/// The container a source declares with its Content-Type.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum SourceKind {
-    Ogg,
-    Mp3,
-}
-
-impl SourceKind {
-    /// `audio/ogg`, `application/ogg`, `audio/opus`, `audio/vorbis`, `audio/flac`, `audio/x-flac`
-    /// (Ogg FLAC) → Ogg; `audio/mpeg`, `audio/mp3`, `audio/x-mpeg` → Mp3; parameters after `;`
-    /// ignored, case-insensitive; anything else None.
-    pub fn from_content_type(ct: &str) -> Option<SourceKind> {
-        let essence = ct.split_once(';').map_or(ct, |(e, _)| e);
-        match essence.trim().to_ascii_lowercase().as_str() {
-            "audio/ogg" | "application/ogg" | "audio/opus" | "audio/vorbis" | "audio/flac"
-            | "audio/x-flac" => Some(SourceKind::Ogg),
-            "audio/mpeg" | "audio/mp3" | "audio/x-mpeg" => Some(SourceKind::Mp3),
-            _ => None,
-        }
-    }
-}
-
-/// What a source yields.
-#[derive(Clone, Debug, PartialEq)]
-pub enum SourceAudio {
-    /// An Ogg Opus source's head (first item of each logical stream): its packets follow undecoded.
-    OpusHead { channels: u16, pre_skip: u16 },
-    /// One Opus packet, passed through as it came.
-    OpusPacket(Bytes),
-    /// Decoded audio of any other format: interleaved pcm_s16le (little-endian bytes), downmixed
-    /// to ≤ 2 channels, at the source's own rate.
-    Pcm {
-        sample_rate: u32,
-        channels: u16,
-        data: Bytes,
-    },
-}
 
 /// Reads a live source's byte stream item by item.
 pub struct SourceReader {
@@ -146,49 +103,64 @@ impl SourceReader {
 }
 
 /// Tells Ogg Opus (passed through) from other Ogg codecs (decoded by symphonia).
-fn open_ogg(input: Input) -> Result<Inner> {
-    let mut pages = PageReader::new(input);
-    let Some(first) = pages.next_page()? else {
-        return Err(if pages.buf.is_empty() {
-            MediaError::Empty
-        } else {
-            MediaError::Truncated("the stream ends inside its first Ogg page".into())
-        });
-    };
-    if first.flags & FLAG_BOS == 0 {
-        return Err(MediaError::Malformed(
-            "not an Ogg stream: the first page is not a stream start".into(),
-        ));
+fn open_ogg(mut input: Input) -> Result<Inner> {
+    let mut prefix = Vec::new();
+    let mut eof = false;
+    loop {
+        match ogg_start(&prefix, eof)? {
+            OggStart::More => eof = read_chunk(&mut input, &mut prefix)? == 0,
+            OggStart::Opus => {
+                let opus = OpusPackets {
+                    input,
+                    pass: OpusPassthrough::new(),
+                    buf: prefix,
+                };
+                return Ok(Inner::Opus(Box::new(opus)));
+            }
+            OggStart::Other => {
+                let d = Decoded::open(Container::Ogg, prefix, input)?;
+                return Ok(Inner::Decoded(Box::new(d)));
+            }
+        }
     }
-    if has_opus_start(&mut pages, first)? {
-        pages.rewind();
-        let opus = OpusPackets {
-            pages,
-            demux: OpusDemux::default(),
-        };
-        return Ok(Inner::Opus(Box::new(opus)));
-    }
-    let (prefix, rest) = pages.into_parts();
-    Ok(Inner::Decoded(Box::new(Decoded::open(
-        Container::Ogg,
-        prefix,
-        rest,
-    )?)))
 }
 
-/// Whether one of the stream's first BOS pages (from `first` on) starts with `OpusHead`.
-fn has_opus_start(pages: &mut PageReader, first: PageInfo) -> Result<bool> {
-    let mut page = Some(first);
-    for _ in 0..MAX_BOS_PAGES {
-        let Some(p) = page.filter(|p| p.flags & FLAG_BOS != 0) else {
-            break;
-        };
-        if first_packet(pages.bytes(&p)).starts_with(b"OpusHead") {
-            return Ok(true);
+/// Appends one read of `input` to `buf`; the bytes read (0 at the end).
+fn read_chunk(input: &mut Input, buf: &mut Vec<u8>) -> Result<usize> {
+    let len = buf.len();
+    buf.resize(len + READ_CHUNK, 0);
+    let got = loop {
+        match input.read(&mut buf[len..]) {
+            Ok(n) => break n,
+            Err(e) if e.kind() == ErrorKind::Interrupted => {}
+            Err(e) => {
+                buf.truncate(len);
+                return Err(e.into());
+            }
         }
-        page = pages.next_page()?;
+    };
+    buf.truncate(len + got.min(READ_CHUNK));
+    Ok(got)
+}
+
+/// Opus packets of an Ogg stream read off a blocking input, undecoded.
+struct OpusPackets {
+    input: Input,
+    pass: OpusPassthrough,
+    /// Bytes read and not pushed yet (the prefix looked at first).
+    buf: Vec<u8>,
+}
+
+impl OpusPackets {
+    /// Queues the items of the next bytes; false at the end of input.
+    fn fill(&mut self, out: &mut VecDeque<SourceAudio>) -> Result<bool> {
+        if self.buf.is_empty() && read_chunk(&mut self.input, &mut self.buf)? == 0 {
+            return Ok(false);
+        }
+        let pushed = self.pass.push(&self.buf, out);
+        self.buf.clear();
+        pushed.map(|()| true)
     }
-    Ok(false)
 }
 
 /// Skips leading ID3v2 tags (without keeping them), then hands the stream to symphonia.
@@ -234,391 +206,6 @@ fn read_up_to(input: &mut Input, n: usize) -> Result<Vec<u8>> {
     let mut out = Vec::with_capacity(n);
     input.take(n as u64).read_to_end(&mut out)?;
     Ok(out)
-}
-
-// ---------------------------------------------------------------------------------------------
-// Ogg pages from a byte stream.
-
-/// Ogg pages parsed from a blocking, non-seekable reader, holding at most about one page.
-struct PageReader {
-    input: Input,
-    buf: Vec<u8>,
-    /// Start of the bytes not parsed yet.
-    pos: usize,
-    /// Keep every byte read (until [`PageReader::rewind`] or [`PageReader::into_parts`]).
-    recording: bool,
-    /// A valid page was seen: later garbage is skipped (resync) instead of refused.
-    synced: bool,
-    eof: bool,
-}
-
-/// What the bytes at the read position hold.
-enum Found {
-    Page(PageInfo),
-    Invalid,
-    End,
-}
-
-impl PageReader {
-    fn new(input: Input) -> Self {
-        PageReader {
-            input,
-            buf: Vec::with_capacity(READ_CHUNK),
-            pos: 0,
-            recording: true,
-            synced: false,
-            eof: false,
-        }
-    }
-
-    /// The next valid page (offsets into the buffer, valid until the next call); `None` at the end.
-    fn next_page(&mut self) -> Result<Option<PageInfo>> {
-        if !self.recording {
-            self.buf.drain(..self.pos);
-            self.pos = 0;
-        }
-        let mut skipped = 0usize;
-        loop {
-            match self.at_pos()? {
-                Found::Page(page) => {
-                    self.pos += page.len;
-                    self.synced = true;
-                    return Ok(Some(page));
-                }
-                Found::End => return Ok(None),
-                Found::Invalid if !self.synced => {
-                    return Err(MediaError::Malformed("not an Ogg stream".into()));
-                }
-                Found::Invalid => {
-                    skipped += self.skip_to_capture();
-                    if skipped > MAX_PAGE {
-                        return Err(MediaError::Malformed(format!(
-                            "lost Ogg page sync: no valid page in {MAX_PAGE} bytes"
-                        )));
-                    }
-                }
-            }
-        }
-    }
-
-    /// Reads and checks the page at the read position.
-    fn at_pos(&mut self) -> Result<Found> {
-        if !self.fill(27)? {
-            return Ok(Found::End);
-        }
-        let h = &self.buf[self.pos..self.pos + 27];
-        if &h[..4] != b"OggS" || h[4] != 0 {
-            return Ok(Found::Invalid);
-        }
-        let nseg = usize::from(h[26]);
-        if !self.fill(27 + nseg)? {
-            return Ok(Found::End);
-        }
-        let table = &self.buf[self.pos + 27..self.pos + 27 + nseg];
-        let body: usize = table.iter().map(|&s| usize::from(s)).sum();
-        if !self.fill(27 + nseg + body)? {
-            return Ok(Found::End);
-        }
-        Ok(parse_page(&self.buf, self.pos).map_or(Found::Invalid, Found::Page))
-    }
-
-    /// Moves past at least one byte, to the next `OggS` buffered (or near the buffer's end).
-    fn skip_to_capture(&mut self) -> usize {
-        let rest = self.buf.get(self.pos + 1..).unwrap_or_default();
-        let step = match rest.windows(4).position(|w| w == b"OggS") {
-            Some(at) => at + 1,
-            None => rest.len().saturating_sub(3) + 1,
-        };
-        self.pos = (self.pos + step).min(self.buf.len());
-        step
-    }
-
-    /// Makes `want` unparsed bytes available; false if the input ends first.
-    fn fill(&mut self, want: usize) -> Result<bool> {
-        while self.buf.len() - self.pos < want {
-            if self.eof {
-                return Ok(false);
-            }
-            self.read_more()?;
-        }
-        Ok(true)
-    }
-
-    /// One read of the input into the buffer.
-    fn read_more(&mut self) -> Result<()> {
-        let len = self.buf.len();
-        self.buf.resize(len + READ_CHUNK, 0);
-        let got = loop {
-            match self.input.read(&mut self.buf[len..]) {
-                Ok(n) => break n,
-                Err(e) if e.kind() == ErrorKind::Interrupted => {}
-                Err(e) => {
-                    self.buf.truncate(len);
-                    return Err(e.into());
-                }
-            }
-        };
-        self.buf.truncate(len + got.min(READ_CHUNK));
-        self.eof = got == 0;
-        Ok(())
-    }
-
-    /// The bytes of a page returned by the last [`PageReader::next_page`].
-    fn bytes(&self, page: &PageInfo) -> &[u8] {
-        self.buf
-            .get(page.offset..page.offset + page.len)
-            .unwrap_or_default()
-    }
-
-    /// Parses the recorded bytes again from the start, then stops recording.
-    fn rewind(&mut self) {
-        self.pos = 0;
-        self.recording = false;
-    }
-
-    /// Every byte read so far, and the rest of the input.
-    fn into_parts(self) -> (Vec<u8>, Input) {
-        (self.buf, self.input)
-    }
-}
-
-/// A page's lacing table and body.
-fn split_page(page: &[u8]) -> (&[u8], &[u8]) {
-    let nseg = page.get(26).map_or(0, |&n| usize::from(n));
-    let table = page.get(27..27 + nseg).unwrap_or_default();
-    let body = page.get(27 + nseg..).unwrap_or_default();
-    (table, body)
-}
-
-/// The first packet on a page (up to the page's end if it goes on).
-fn first_packet(page: &[u8]) -> &[u8] {
-    let (table, body) = split_page(page);
-    let mut len = 0usize;
-    for &lace in table {
-        len += usize::from(lace);
-        if lace < 255 {
-            break;
-        }
-    }
-    body.get(..len).unwrap_or(body)
-}
-
-// ---------------------------------------------------------------------------------------------
-// Ogg Opus passthrough.
-
-/// Opus packets of an Ogg stream, undecoded.
-struct OpusPackets {
-    pages: PageReader,
-    demux: OpusDemux,
-}
-
-impl OpusPackets {
-    /// Queues the items of the next page; false at the end of input.
-    fn fill(&mut self, out: &mut VecDeque<SourceAudio>) -> Result<bool> {
-        let Some(page) = self.pages.next_page()? else {
-            return Ok(false);
-        };
-        self.demux.page(self.pages.bytes(&page), &page, out)?;
-        Ok(true)
-    }
-}
-
-/// Follows one Opus logical stream (per chain link) through its pages.
-#[derive(Default)]
-struct OpusDemux {
-    follow: Option<Follow>,
-    /// The last page was a BOS page: further BOS pages belong to the same link.
-    in_bos_group: bool,
-    packet: Vec<u8>,
-    /// `packet` holds the start of a packet that goes on.
-    open: bool,
-}
-
-/// The stream being followed.
-struct Follow {
-    serial: u32,
-    stage: Stage,
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Stage {
-    Tags,
-    Audio,
-    Ended,
-}
-
-impl OpusDemux {
-    /// Handles one page, queueing what it completes.
-    fn page(
-        &mut self,
-        page: &[u8],
-        info: &PageInfo,
-        out: &mut VecDeque<SourceAudio>,
-    ) -> Result<()> {
-        if info.flags & FLAG_BOS != 0 {
-            return self.bos_page(page, info, out);
-        }
-        if std::mem::take(&mut self.in_bos_group) && self.follow.is_none() {
-            return Err(MediaError::Unsupported(
-                "a chained Ogg stream changed from Opus to another codec".into(),
-            ));
-        }
-        let ours = self
-            .follow
-            .as_ref()
-            .is_some_and(|f| f.serial == info.serial && f.stage != Stage::Ended);
-        if !ours {
-            return Ok(());
-        }
-        self.feed(page, info, out)?;
-        if info.flags & FLAG_EOS != 0 {
-            self.end_stream();
-        }
-        Ok(())
-    }
-
-    /// A stream's first page: a new chain link starts at the first BOS after other pages.
-    fn bos_page(
-        &mut self,
-        page: &[u8],
-        info: &PageInfo,
-        out: &mut VecDeque<SourceAudio>,
-    ) -> Result<()> {
-        if !self.in_bos_group {
-            self.in_bos_group = true;
-            self.follow = None;
-            self.reset_packet();
-        }
-        let head = first_packet(page);
-        if self.follow.is_some() || !head.starts_with(b"OpusHead") {
-            return Ok(());
-        }
-        out.push_back(parse_head(head)?);
-        self.follow = Some(Follow {
-            serial: info.serial,
-            stage: Stage::Tags,
-        });
-        if info.flags & FLAG_EOS != 0 {
-            self.end_stream();
-        }
-        Ok(())
-    }
-
-    /// Splits a page of the followed stream into packet pieces by its lacing values.
-    fn feed(
-        &mut self,
-        page: &[u8],
-        info: &PageInfo,
-        out: &mut VecDeque<SourceAudio>,
-    ) -> Result<()> {
-        let (table, body) = split_page(page);
-        let continued = info.flags & FLAG_CONTINUED != 0;
-        if !continued && self.open {
-            self.reset_packet(); // the packet held never ended: drop it
-        }
-        // The end of a packet whose start was not seen (lost page, or a stream cut in).
-        let mut skipping = continued && !self.open;
-        let mut at = 0usize;
-        for &lace in table {
-            let end = at + usize::from(lace);
-            let piece = body.get(at..end).unwrap_or_default();
-            at = end;
-            if !skipping {
-                self.append(piece)?;
-                self.open = true;
-            }
-            if lace < 255 {
-                if skipping {
-                    skipping = false;
-                } else {
-                    self.finish_packet(out)?;
-                }
-            }
-        }
-        Ok(())
-    }
-
-    /// Adds a piece to the packet: only the magic of `OpusTags`, at most `MAX_PACKET` of audio.
-    fn append(&mut self, piece: &[u8]) -> Result<()> {
-        if self.stage() == Some(Stage::Tags) {
-            let room = 8usize.saturating_sub(self.packet.len());
-            self.packet
-                .extend_from_slice(piece.get(..room).unwrap_or(piece));
-            return Ok(());
-        }
-        if self.packet.len() + piece.len() > MAX_PACKET {
-            return Err(MediaError::Limit(format!(
-                "Opus packet over {MAX_PACKET} bytes"
-            )));
-        }
-        self.packet.extend_from_slice(piece);
-        Ok(())
-    }
-
-    /// A packet ended: checks `OpusTags`, or queues an audio packet.
-    fn finish_packet(&mut self, out: &mut VecDeque<SourceAudio>) -> Result<()> {
-        self.open = false;
-        let Some(follow) = self.follow.as_mut() else {
-            self.packet.clear();
-            return Ok(());
-        };
-        match follow.stage {
-            Stage::Tags if !self.packet.starts_with(b"OpusTags") => {
-                return Err(MediaError::Malformed("missing OpusTags".into()));
-            }
-            Stage::Tags => follow.stage = Stage::Audio,
-            Stage::Audio if !self.packet.is_empty() => {
-                out.push_back(SourceAudio::OpusPacket(Bytes::copy_from_slice(
-                    &self.packet,
-                )));
-            }
-            _ => {}
-        }
-        self.packet.clear();
-        Ok(())
-    }
-
-    fn stage(&self) -> Option<Stage> {
-        self.follow.as_ref().map(|f| f.stage)
-    }
-
-    /// The followed stream's EOS page: ignore its serial until the next chain link.
-    fn end_stream(&mut self) {
-        if let Some(f) = self.follow.as_mut() {
-            f.stage = Stage::Ended;
-        }
-        self.reset_packet();
-    }
-
-    fn reset_packet(&mut self) {
-        self.packet.clear();
-        self.open = false;
-    }
-}
-
-/// The `OpusHead` item, for the mono or stereo streams a live encoder takes.
-fn parse_head(packet: &[u8]) -> Result<SourceAudio> {
-    let head = OpusHead::parse(packet)?;
-    if head.channels > 2 {
-        return Err(MediaError::Unsupported(format!(
-            "{}-channel Opus",
-            head.channels
-        )));
-    }
-    let family = packet.get(18).copied().unwrap_or(0);
-    // Family 1 with one (coupled) stream in order is the same bitstream as family 0.
-    let ch = head.channels;
-    let plain = [1, ch.saturating_sub(1), 0, 1];
-    let table = &plain[..2 + usize::from(ch)];
-    if family != 0 && packet.get(19..21 + usize::from(ch)) != Some(table) {
-        return Err(MediaError::Unsupported(format!(
-            "Opus channel mapping family {family}"
-        )));
-    }
-    Ok(SourceAudio::OpusHead {
-        channels: u16::from(ch),
-        pre_skip: head.pre_skip,
-    })
 }
 
 // ---------------------------------------------------------------------------------------------

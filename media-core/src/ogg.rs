@@ -7,33 +7,24 @@ pub const FLAG_BOS: u8 = 0x02;
 /// Header flag: last page of the logical stream.
 pub const FLAG_EOS: u8 = 0x04;
 
-const CRC_TABLE: [u32; 256] = crc_table();
+/// The Ogg CRC-32: polynomial 0x04c11db7, no reflection, zero init, no final xor.
+const OGG_CRC_32: crc::Algorithm<u32> = crc::Algorithm {
+    width: 32,
+    poly: 0x04c1_1db7,
+    init: 0,
+    refin: false,
+    refout: false,
+    xorout: 0,
+    check: 0x89a1_897f,
+    residue: 0,
+};
 
-const fn crc_table() -> [u32; 256] {
-    let mut table = [0u32; 256];
-    let mut i = 0;
-    while i < 256 {
-        let mut r = (i as u32) << 24;
-        let mut j = 0;
-        while j < 8 {
-            r = if r & 0x8000_0000 != 0 {
-                (r << 1) ^ 0x04c1_1db7
-            } else {
-                r << 1
-            };
-            j += 1;
-        }
-        table[i] = r;
-        i += 1;
-    }
-    table
-}
+/// Slicing-by-16 tables: pages are checked and written at every hop of a live stream.
+static CRC: crc::Crc<u32, crc::Table<16>> = crc::Crc::<u32, crc::Table<16>>::new(&OGG_CRC_32);
 
-/// The Ogg CRC-32 (polynomial 0x04c11db7, no reflection, zero init).
+/// The Ogg CRC-32 of `data`.
 pub fn crc32(data: &[u8]) -> u32 {
-    data.iter().fold(0u32, |crc, &b| {
-        (crc << 8) ^ CRC_TABLE[((crc >> 24) as u8 ^ b) as usize]
-    })
+    CRC.checksum(data)
 }
 
 /// One parsed page header.
@@ -65,14 +56,12 @@ pub fn parse_page(data: &[u8], offset: usize) -> Option<PageInfo> {
     let len = 27 + nseg + body;
     let page = data.get(offset..offset.checked_add(len)?)?;
     let stored = u32::from_le_bytes(page[22..26].try_into().ok()?);
-    let mut crc = crc32(&page[..22]);
-    for &b in &[0u8; 4] {
-        crc = (crc << 8) ^ CRC_TABLE[((crc >> 24) as u8 ^ b) as usize];
-    }
-    for &b in &page[26..] {
-        crc = (crc << 8) ^ CRC_TABLE[((crc >> 24) as u8 ^ b) as usize];
-    }
-    if crc != stored {
+    // The CRC covers the page with its CRC field zeroed.
+    let mut digest = CRC.digest();
+    digest.update(&page[..22]);
+    digest.update(&[0; 4]);
+    digest.update(&page[26..]);
+    if digest.finalize() != stored {
         return None;
     }
     Some(PageInfo {
@@ -196,6 +185,30 @@ mod tests {
             let mut bad = data.clone();
             bad[i] ^= 0x10;
             assert!(parse_page(&bad, 0).is_none(), "byte {i}");
+        }
+    }
+
+    #[test]
+    fn crc_is_ogg_s_bit_by_bit() {
+        // The polynomial applied bit by bit, MSB first, zero init, no final xor (RFC 3533).
+        fn slow(data: &[u8]) -> u32 {
+            let mut crc = 0u32;
+            for &b in data {
+                crc ^= u32::from(b) << 24;
+                for _ in 0..8 {
+                    crc = if crc & 0x8000_0000 != 0 {
+                        (crc << 1) ^ 0x04c1_1db7
+                    } else {
+                        crc << 1
+                    };
+                }
+            }
+            crc
+        }
+        assert_eq!(crc32(b"123456789"), 0x89a1_897f);
+        let data: Vec<u8> = (0..5000u32).map(|i| (i * 7 + i / 13) as u8).collect();
+        for len in [0, 1, 15, 16, 17, 255, 4999, 5000] {
+            assert_eq!(crc32(&data[..len]), slow(&data[..len]), "{len} bytes");
         }
     }
 }

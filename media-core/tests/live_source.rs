@@ -3,10 +3,12 @@
 
 mod common;
 
+use std::collections::VecDeque;
 use std::io::{Cursor, ErrorKind, Read};
 use std::process::Command;
 
 use common::{decode_all, fixture, fixture_bytes};
+use veza_media_core::live_opus::{OggStart, OpusPassthrough, ogg_start};
 use veza_media_core::ogg::{FLAG_BOS, FLAG_CONTINUED, FLAG_EOS, crc32};
 use veza_media_core::opus_head::OpusHead;
 use veza_media_core::pcm::f32_to_s16le;
@@ -238,6 +240,60 @@ fn ffmpeg_opus_fixtures_pass_through() {
         );
         assert_eq!(got, want, "{name}");
     }
+}
+
+/// Pushes `data` into a passthrough in pieces of `step` bytes, after `ogg_start` has called it
+/// Opus on the shortest prefix it could.
+fn pushed(data: &[u8], step: usize) -> Vec<SourceAudio> {
+    let mut seen = 0;
+    while ogg_start(&data[..seen], seen == data.len()).expect("start") == OggStart::More {
+        seen = (seen + step).min(data.len());
+    }
+    assert_eq!(
+        ogg_start(&data[..seen], false).expect("start"),
+        OggStart::Opus
+    );
+    let mut pass = OpusPassthrough::new();
+    let mut out = VecDeque::new();
+    for piece in data.chunks(step) {
+        pass.push(piece, &mut out).expect("push");
+    }
+    out.into()
+}
+
+#[test]
+fn pushed_bytes_give_the_items_a_reader_gives() {
+    let data = fixture_bytes("stereo_48k.opus").to_vec();
+    let want = expected_items(&data);
+    for step in [1, 7, 4096, data.len()] {
+        assert_eq!(pushed(&data, step), want, "pieces of {step} bytes");
+    }
+}
+
+#[test]
+fn the_start_tells_opus_from_other_ogg_and_from_what_is_not_ogg() {
+    let opus = fixture_bytes("stereo_48k.opus");
+    let vorbis = fixture_bytes("stereo_44k.ogg");
+    assert_eq!(ogg_start(&opus[..20], false).ok(), Some(OggStart::More));
+    assert_eq!(ogg_start(&vorbis[..20], false).ok(), Some(OggStart::More));
+    assert_eq!(ogg_start(&vorbis, false).ok(), Some(OggStart::Other));
+    assert!(matches!(ogg_start(b"", true), Err(MediaError::Empty)));
+    assert!(matches!(
+        ogg_start(&opus[..20], true),
+        Err(MediaError::Truncated(_))
+    ));
+    assert!(matches!(
+        ogg_start(b"RIFF....WAVEfmt garbage garbage garbage", false),
+        Err(MediaError::Malformed(_))
+    ));
+    // A lone first page that is not Opus, and nothing after it: another codec.
+    let len = 27
+        + usize::from(vorbis[26])
+        + vorbis[27..27 + usize::from(vorbis[26])]
+            .iter()
+            .map(|&l| usize::from(l))
+            .sum::<usize>();
+    assert_eq!(ogg_start(&vorbis[..len], true).ok(), Some(OggStart::Other));
 }
 
 #[test]

@@ -1,14 +1,23 @@
 //! An Icecast source (`PUT` or `SOURCE /live/{id}`, Basic `source:<stream_key>`): its body is
-//! read off the socket, turned into Opus packets or PCM by media-core on a blocking thread, and
-//! published like a gRPC producer's chunks, grace period included (SPEC §12).
+//! read off the socket and published like a gRPC producer's chunks, grace period included
+//! (SPEC §12). Ogg Opus is parsed into packets on the source's own task as bytes arrive; other
+//! formats are decoded to PCM by media-core on a blocking thread.
 
+use std::collections::VecDeque;
 use std::io::Read;
+use std::pin::Pin;
 
 use bytes::{Bytes, BytesMut};
 use futures::{Stream, StreamExt};
-use tokio::{io::AsyncReadExt, net::TcpStream, sync::mpsc};
+use tokio::{
+    io::AsyncReadExt,
+    net::TcpStream,
+    sync::mpsc,
+    time::{Instant, Sleep},
+};
 use veza_media_core::{
     MediaError,
+    live_opus::{OggStart, OpusPassthrough, ogg_start},
     live_source::{SourceAudio, SourceKind, SourceReader},
 };
 use veza_storage::MediaRecord;
@@ -17,7 +26,10 @@ use super::{
     framing::Framing,
     raw::{Head, LiveHttp, refuse, reply},
 };
-use crate::domain::{DomainError, live::SourceCodec};
+use crate::{
+    domain::{DomainError, live::SourceCodec},
+    shutdown::Shutdown,
+};
 
 /// Body bytes and decoded items in flight between the socket, the decoder and the stream.
 const IN_FLIGHT: usize = 16;
@@ -73,13 +85,9 @@ pub(super) async fn serve(mut sock: TcpStream, id: i64, head: Head, rest: BytesM
     {
         return;
     }
-    let (bytes_tx, bytes_rx) = mpsc::channel::<Bytes>(IN_FLIGHT);
-    let (audio_tx, audio_rx) = mpsc::channel(IN_FLIGHT);
-    tokio::task::spawn_blocking(move || decode(kind, bytes_rx, audio_tx));
-    let (read, published) = tokio::join!(
-        pump(&mut sock, framing, rest, bytes_tx, &st),
-        publish(&st, &m, audio_rx),
-    );
+    let mut body = Body::new(&mut sock, framing, rest, &st);
+    let published = ingest(kind, &mut body, &m).await;
+    let read = body.end.unwrap_or(BodyEnd::Stopped);
     tracing::info!(
         stream_id = id,
         ?read,
@@ -116,57 +124,165 @@ enum BodyEnd {
     Broken,
 }
 
-/// Reads the body off the socket into the decoder until it ends.
-async fn pump(
-    sock: &mut TcpStream,
-    mut framing: Framing,
-    mut buf: BytesMut,
-    tx: mpsc::Sender<Bytes>,
-    st: &LiveHttp,
-) -> BodyEnd {
-    let mut shutdown = st.shutdown.clone();
-    loop {
-        loop {
-            match framing.next(&mut buf) {
-                Ok(Some(b)) => {
-                    if tx.send(b).await.is_err() {
-                        return BodyEnd::Stopped;
-                    }
-                }
-                Ok(None) => break,
-                Err(why) => {
-                    tracing::debug!(why, "malformed source body");
-                    return BodyEnd::Malformed;
-                }
+/// The request body, read off the socket piece by piece.
+struct Body<'a> {
+    sock: &'a mut TcpStream,
+    framing: Framing,
+    buf: BytesMut,
+    st: &'a LiveHttp,
+    shutdown: Shutdown,
+    /// Fires at the idle deadline as of its last reset; reads only move `last_read`, so a
+    /// source sending steadily costs no timer work per read.
+    idle: Pin<Box<Sleep>>,
+    last_read: Instant,
+    /// Why it ended, once it has.
+    end: Option<BodyEnd>,
+}
+
+impl<'a> Body<'a> {
+    /// The next piece of the body; `None` once it has ended (the reason is in `end`).
+    async fn next(&mut self) -> Option<Bytes> {
+        if self.end.is_some() {
+            return None;
+        }
+        match self.read().await {
+            Ok(b) => Some(b),
+            Err(end) => {
+                self.end = Some(end);
+                None
             }
         }
-        if framing.done() {
-            return BodyEnd::End;
+    }
+
+    fn new(sock: &'a mut TcpStream, framing: Framing, buf: BytesMut, st: &'a LiveHttp) -> Self {
+        Body {
+            sock,
+            framing,
+            buf,
+            st,
+            shutdown: st.shutdown.clone(),
+            idle: Box::pin(tokio::time::sleep(st.idle)),
+            last_read: Instant::now(),
+            end: None,
         }
-        buf.reserve(READ);
-        let read = tokio::select! {
-            r = tokio::time::timeout(st.idle, sock.read_buf(&mut buf)) => r,
-            _ = shutdown.wait() => return BodyEnd::Shutdown,
-        };
-        match read {
-            Ok(Ok(0)) if matches!(framing, Framing::Eof) => return BodyEnd::End,
-            Ok(Ok(0)) | Ok(Err(_)) => return BodyEnd::Broken,
-            Ok(Ok(_)) => {}
-            Err(_) => return BodyEnd::Idle,
+    }
+
+    async fn read(&mut self) -> Result<Bytes, BodyEnd> {
+        loop {
+            match self.framing.next(&mut self.buf) {
+                Ok(Some(b)) => return Ok(b),
+                Ok(None) => {}
+                Err(why) => {
+                    tracing::debug!(why, "malformed source body");
+                    return Err(BodyEnd::Malformed);
+                }
+            }
+            if self.framing.done() {
+                return Err(BodyEnd::End);
+            }
+            self.buf.reserve(READ);
+            let read = tokio::select! {
+                r = self.sock.read_buf(&mut self.buf) => r,
+                () = &mut self.idle => {
+                    let deadline = self.last_read + self.st.idle;
+                    if Instant::now() >= deadline {
+                        return Err(BodyEnd::Idle);
+                    }
+                    self.idle.as_mut().reset(deadline);
+                    continue;
+                }
+                () = self.shutdown.wait() => return Err(BodyEnd::Shutdown),
+            };
+            match read {
+                Ok(0) if matches!(self.framing, Framing::Eof) => return Err(BodyEnd::End),
+                Ok(0) | Err(_) => return Err(BodyEnd::Broken),
+                Ok(_) => self.last_read = Instant::now(),
+            }
         }
     }
 }
 
-/// The decoder's thread: body bytes in, Opus packets or PCM out.
+/// Ingests the body: Ogg Opus passed through on this task, everything else decoded on a
+/// blocking thread.
+async fn ingest(kind: SourceKind, body: &mut Body<'_>, m: &MediaRecord) -> Result<(), DomainError> {
+    let st = body.st;
+    let prefix = match kind {
+        SourceKind::Ogg => match sniff(body).await {
+            Ok((OggStart::Opus, prefix)) => {
+                return publish(st, m, Box::pin(passthrough(body, prefix))).await;
+            }
+            Ok((_, prefix)) => prefix,
+            Err(e) => return Err(bad_audio(e)),
+        },
+        SourceKind::Mp3 => Vec::new(),
+    };
+    let (bytes_tx, bytes_rx) = mpsc::channel::<Bytes>(IN_FLIGHT);
+    let (audio_tx, audio_rx) = mpsc::channel(IN_FLIGHT);
+    tokio::task::spawn_blocking(move || decode(kind, prefix.into(), bytes_rx, audio_tx));
+    let audio = Box::pin(tokio_stream::wrappers::ReceiverStream::new(audio_rx));
+    let ((), published) = tokio::join!(pump(body, bytes_tx), publish(st, m, audio));
+    published
+}
+
+/// Reads the body until it tells Ogg Opus from other Ogg codecs; the bytes read.
+async fn sniff(body: &mut Body<'_>) -> Result<(OggStart, Vec<u8>), MediaError> {
+    let mut prefix = Vec::new();
+    loop {
+        match ogg_start(&prefix, body.end.is_some())? {
+            OggStart::More => {
+                if let Some(b) = body.next().await {
+                    prefix.extend_from_slice(&b);
+                }
+            }
+            start => return Ok((start, prefix)),
+        }
+    }
+}
+
+/// An Ogg Opus body's items, parsed as its bytes arrive.
+fn passthrough<'a>(
+    body: &'a mut Body<'_>,
+    prefix: Vec<u8>,
+) -> impl Stream<Item = Result<SourceAudio, MediaError>> + Send + 'a {
+    let mut pass = OpusPassthrough::new();
+    let mut queue = VecDeque::new();
+    let failed = pass.push(&prefix, &mut queue).err();
+    futures::stream::unfold(
+        (body, pass, queue, failed),
+        |(body, mut pass, mut queue, mut failed)| async move {
+            loop {
+                if let Some(item) = queue.pop_front() {
+                    return Some((Ok(item), (body, pass, queue, failed)));
+                }
+                if let Some(e) = failed.take() {
+                    body.end.get_or_insert(BodyEnd::Stopped);
+                    return Some((Err(e), (body, pass, queue, None)));
+                }
+                let bytes = body.next().await?;
+                failed = pass.push(&bytes, &mut queue).err();
+            }
+        },
+    )
+}
+
+/// Reads the body into the decoder's channel until it ends or the decoder stops.
+async fn pump(body: &mut Body<'_>, tx: mpsc::Sender<Bytes>) {
+    while let Some(b) = body.next().await {
+        if tx.send(b).await.is_err() {
+            body.end = Some(BodyEnd::Stopped);
+            return;
+        }
+    }
+}
+
+/// The decoder's thread: body bytes in (after `prefix`), Opus packets or PCM out.
 fn decode(
     kind: SourceKind,
+    prefix: Bytes,
     rx: mpsc::Receiver<Bytes>,
     tx: mpsc::Sender<Result<SourceAudio, MediaError>>,
 ) {
-    let input = ChannelReader {
-        rx,
-        cur: Bytes::new(),
-    };
+    let input = ChannelReader { rx, cur: prefix };
     let mut reader = match SourceReader::new(kind, input) {
         Ok(r) => r,
         Err(e) => {
@@ -208,12 +324,11 @@ impl Read for ChannelReader {
 }
 
 /// Publishes the decoded audio: its first item tells the codec, and the rest must keep to it.
-async fn publish(
-    st: &LiveHttp,
-    m: &MediaRecord,
-    mut rx: mpsc::Receiver<Result<SourceAudio, MediaError>>,
-) -> Result<(), DomainError> {
-    let (codec, first) = match rx.recv().await {
+async fn publish<A>(st: &LiveHttp, m: &MediaRecord, mut items: A) -> Result<(), DomainError>
+where
+    A: Stream<Item = Result<SourceAudio, MediaError>> + Unpin + Send,
+{
+    let (codec, first) = match items.next().await {
         None => return Ok(()),
         Some(Err(e)) => return Err(bad_audio(e)),
         Some(Ok(SourceAudio::OpusHead { channels, pre_skip })) => {
@@ -234,18 +349,18 @@ async fn publish(
             return Err(DomainError::invalid("audio", "Opus audio before its head"));
         }
     };
-    let audio = futures::stream::iter(first.map(Ok)).chain(rest(codec, rx));
+    let audio = futures::stream::iter(first.map(Ok)).chain(rest(codec, items));
     st.live.publish_source(m, codec, Box::pin(audio)).await
 }
 
 /// The source's audio after its first item, as the bytes the producer takes.
-fn rest(
-    codec: SourceCodec,
-    rx: mpsc::Receiver<Result<SourceAudio, MediaError>>,
-) -> impl Stream<Item = Result<Bytes, DomainError>> + Send {
-    futures::stream::unfold(rx, move |mut rx| async move {
+fn rest<A>(codec: SourceCodec, items: A) -> impl Stream<Item = Result<Bytes, DomainError>> + Send
+where
+    A: Stream<Item = Result<SourceAudio, MediaError>> + Unpin + Send,
+{
+    futures::stream::unfold(items, move |mut items| async move {
         loop {
-            let item = match rx.recv().await? {
+            let item = match items.next().await? {
                 Err(e) => Err(bad_audio(e)),
                 Ok(SourceAudio::OpusPacket(p)) => Ok(p),
                 Ok(SourceAudio::OpusHead { channels, .. }) => match codec {
@@ -266,7 +381,7 @@ fn rest(
                     _ => Err(changed()),
                 },
             };
-            return Some((item, rx));
+            return Some((item, items));
         }
     })
 }

@@ -1,13 +1,14 @@
 //! Fan-out straight to listeners' connections: per live stream and instance, one task takes each
 //! page off the channel, and the writer threads (`--live-writers`, default one, as a loop over
 //! sockets is kernel work that a second thread mostly makes contend) hand it to every attached
-//! [`Sink`], so a page costs one write per listener and no task wake-up per listener.
+//! [`Sink`], so a page costs one write per listener and no task wake-up per listener. A stream
+//! with only a few listeners is written by its task itself, which saves a thread wake-up a page.
 
 use std::{
     collections::HashMap,
     sync::{
         Arc, Mutex, OnceLock,
-        atomic::{AtomicBool, AtomicU64, Ordering},
+        atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering},
         mpsc,
     },
     task::{Context, Poll},
@@ -22,6 +23,10 @@ use super::{
     ingest::now_us,
 };
 use crate::{hint::prefetch, metrics::Metrics};
+
+/// A stream with at most this many listeners here (and no job left with the writer threads) is
+/// written by its fan-out task: a few non-blocking sends cost less than waking a thread.
+const INLINE: usize = 8;
 
 /// How a page handed to a sink fared.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -94,6 +99,8 @@ struct Fanout {
     channel: Arc<Channel>,
     reg: Mutex<Reg>,
     shards: Vec<Mutex<Vec<Shared>>>,
+    /// Jobs handed to the writer threads and not done yet.
+    pending: AtomicUsize,
 }
 
 struct Reg {
@@ -171,6 +178,7 @@ impl Fanouts {
                             ended: false,
                         }),
                         shards: (0..shards).map(|_| Mutex::new(Vec::new())).collect(),
+                        pending: AtomicUsize::new(0),
                     });
                     map.insert(channel.id, f.clone());
                     let this = self.clone();
@@ -198,7 +206,7 @@ impl Fanouts {
                 }
             };
             let end = matches!(what, What::End);
-            f.dispatch(what, self.writers());
+            f.dispatch(what, self.writers(), &self.metrics);
             if end {
                 break;
             }
@@ -234,7 +242,7 @@ impl Fanout {
         Some(state)
     }
 
-    fn dispatch(self: &Arc<Self>, what: What, writers: &[mpsc::Sender<Job>]) {
+    fn dispatch(self: &Arc<Self>, what: What, writers: &[mpsc::Sender<Job>], metrics: &Metrics) {
         let mut reg = lock(&self.reg);
         reg.seq += 1;
         match &what {
@@ -242,45 +250,74 @@ impl Fanout {
             What::End => reg.ended = true,
             What::Page(_) => {}
         }
+        let seq = reg.seq;
+        drop(reg);
         let what = Arc::new(what);
-        for (shard, w) in writers.iter().enumerate().take(self.shards.len()) {
-            let _ = w.send(Job {
-                fanout: self.clone(),
-                shard,
-                seq: reg.seq,
-                what: what.clone(),
-            });
+        let jobs = (0..self.shards.len().min(writers.len())).map(|shard| Job {
+            fanout: self.clone(),
+            shard,
+            seq,
+            what: what.clone(),
+        });
+        // In order: with no job left with the writers, nothing this one could overtake.
+        if self.pending.load(Ordering::Acquire) == 0 && self.few_listeners() {
+            jobs.for_each(|job| write_job(&job, metrics));
+            return;
         }
+        for (job, w) in jobs.zip(writers) {
+            self.pending.fetch_add(1, Ordering::AcqRel);
+            if w.send(job).is_err() {
+                self.pending.fetch_sub(1, Ordering::AcqRel);
+            }
+        }
+    }
+
+    /// Whether at most [`INLINE`] listeners are attached.
+    fn few_listeners(&self) -> bool {
+        let mut n = 0;
+        for shard in &self.shards {
+            n += lock(shard).len();
+            if n > INLINE {
+                return false;
+            }
+        }
+        true
     }
 }
 
 /// One writer thread: each job is one page (or the end) for every listener of one shard.
 fn write_loop(rx: mpsc::Receiver<Job>, metrics: Arc<Metrics>) {
     while let Ok(job) = rx.recv() {
-        let mut shard = lock(&job.fanout.shards[job.shard]);
-        let mut latency = Latency::default();
-        let mut i = 0;
-        let mut now = 0;
-        while i < shard.len() {
-            if i.is_multiple_of(16) {
-                now = now_us();
-            }
-            // Listeners live all over the heap: start loading the next ones' memory now.
-            if let Some(l) = shard.get(i + 8) {
-                prefetch(Arc::as_ptr(l));
-            }
-            if let Some(l) = shard.get(i + 4) {
-                l.sink.prefetch();
-            }
-            if deliver(&shard[i], &job, &metrics, &mut latency, now) {
-                i += 1;
-            } else {
-                shard.swap_remove(i);
-            }
-        }
-        drop(shard);
-        latency.record(&job.fanout.channel);
+        write_job(&job, &metrics);
+        job.fanout.pending.fetch_sub(1, Ordering::AcqRel);
     }
+}
+
+/// Hands one page (or the end) to every listener of one shard.
+fn write_job(job: &Job, metrics: &Metrics) {
+    let mut shard = lock(&job.fanout.shards[job.shard]);
+    let mut latency = Latency::default();
+    let mut i = 0;
+    let mut now = 0;
+    while i < shard.len() {
+        if i.is_multiple_of(16) {
+            now = now_us();
+        }
+        // Listeners live all over the heap: start loading the next ones' memory now.
+        if let Some(l) = shard.get(i + 8) {
+            prefetch(Arc::as_ptr(l));
+        }
+        if let Some(l) = shard.get(i + 4) {
+            l.sink.prefetch();
+        }
+        if deliver(&shard[i], job, metrics, &mut latency, now) {
+            i += 1;
+        } else {
+            shard.swap_remove(i);
+        }
+    }
+    drop(shard);
+    latency.record(&job.fanout.channel);
 }
 
 /// Hands one job to one listener at about `now` (µs); false once the listener is done with.

@@ -427,14 +427,16 @@ impl Conn {
         self.lock().detach == Detach::Done
     }
 
-    /// Ready when the client sent something (or the socket failed).
+    /// Ready when the client sent something (or the socket failed). For the detached task
+    /// alone: it takes the socket's one read slot, which lets hyper's last waker go (that waker
+    /// kept hyper's finished task allocated until the client next sent something).
     pub async fn readable(&self) -> io::Result<()> {
-        self.sock.readable().await
+        std::future::poll_fn(|cx| self.sock.poll_read_ready(cx)).await
     }
 
-    /// Ready when the socket may take more.
+    /// Ready when the socket may take more (the write slot, as [`Conn::readable`]).
     pub async fn writable(&self) -> io::Result<()> {
-        self.sock.writable().await
+        std::future::poll_fn(|cx| self.sock.poll_write_ready(cx)).await
     }
 
     /// On a detached connection: reads what the client sent, answering it; `false` once the

@@ -825,6 +825,44 @@ async fn direct_listeners_share_a_connection() {
     let _ = p.call.await;
 }
 
+/// A stream's first few listeners are written by its fan-out task, the rest by the writer
+/// threads: listeners joining one by one across that line each hear every page once, in order.
+#[tokio::test]
+async fn listeners_joining_past_the_inline_few_miss_no_page() {
+    let _memory = PROCESS_MEMORY.read().await;
+    let Some(s) = TestServer::start_with(Backend::Sqlite, |c| c.live_chunk_ms = 100).await else {
+        return;
+    };
+    let OnAir {
+        token,
+        fan,
+        mut c,
+        id,
+        p,
+    } = on_air(&s, "fan", 500).await;
+    let sending = {
+        let tx = p.tx.clone();
+        tokio::spawn(async move { send_audio(&tx, id, 500, 4000, true).await })
+    };
+    let mut listeners = Vec::new();
+    for _ in 0..12 {
+        let mut lc = client(&s).await;
+        let stream = open_listener(&mut lc, &fan, id).await;
+        listeners.push(tokio::spawn(listen_for(stream, Duration::from_secs(30))));
+        tokio::time::sleep(Duration::from_millis(150)).await;
+    }
+    sending.await.expect("sent");
+    c.stop_stream(bearer(&token, StopStreamRequest { stream_id: id }))
+        .await
+        .expect("StopStream");
+    for l in listeners {
+        let (chunks, err, ended) = l.await.expect("listener");
+        heard_whole(&chunks, err, ended, 1);
+    }
+    drop(p.tx);
+    let _ = p.call.await;
+}
+
 /// Checks what a listener heard: the end with OK, the headers first, every page once, and at
 /// least `secs` of stereo audio; returns the number of Ogg bytes.
 fn heard_whole(

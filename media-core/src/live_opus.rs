@@ -13,7 +13,7 @@ use crate::opus_head::OpusHead;
 use crate::source_audio::SourceAudio;
 
 /// Longest Ogg page: header, 255 lacing values, 255 × 255 body bytes.
-pub const MAX_PAGE: usize = 27 + 255 + 255 * 255;
+const MAX_PAGE: usize = 27 + 255 + 255 * 255;
 /// First pages (BOS) looked at for an Opus stream before calling the source something else.
 const MAX_BOS_PAGES: usize = 4;
 

@@ -833,13 +833,8 @@ async fn listeners_joining_past_the_inline_few_miss_no_page() {
     let Some(s) = TestServer::start_with(Backend::Sqlite, |c| c.live_chunk_ms = 100).await else {
         return;
     };
-    let OnAir {
-        token,
-        fan,
-        mut c,
-        id,
-        p,
-    } = on_air(&s, "fan", 500).await;
+    let mut on = on_air(&s, "fan", 500).await;
+    let (id, p) = (on.id, on.p);
     let sending = {
         let tx = p.tx.clone();
         tokio::spawn(async move { send_audio(&tx, id, 500, 4000, true).await })
@@ -847,12 +842,12 @@ async fn listeners_joining_past_the_inline_few_miss_no_page() {
     let mut listeners = Vec::new();
     for _ in 0..12 {
         let mut lc = client(&s).await;
-        let stream = open_listener(&mut lc, &fan, id).await;
+        let stream = open_listener(&mut lc, &on.fan, id).await;
         listeners.push(tokio::spawn(listen_for(stream, Duration::from_secs(30))));
         tokio::time::sleep(Duration::from_millis(150)).await;
     }
     sending.await.expect("sent");
-    c.stop_stream(bearer(&token, StopStreamRequest { stream_id: id }))
+    on.c.stop_stream(bearer(&on.token, StopStreamRequest { stream_id: id }))
         .await
         .expect("StopStream");
     for l in listeners {

@@ -140,6 +140,19 @@ struct Body<'a> {
 }
 
 impl<'a> Body<'a> {
+    fn new(sock: &'a mut TcpStream, framing: Framing, buf: BytesMut, st: &'a LiveHttp) -> Self {
+        Body {
+            sock,
+            framing,
+            buf,
+            st,
+            shutdown: st.shutdown.clone(),
+            idle: Box::pin(tokio::time::sleep(st.idle)),
+            last_read: Instant::now(),
+            end: None,
+        }
+    }
+
     /// The next piece of the body; `None` once it has ended (the reason is in `end`).
     async fn next(&mut self) -> Option<Bytes> {
         if self.end.is_some() {
@@ -151,19 +164,6 @@ impl<'a> Body<'a> {
                 self.end = Some(end);
                 None
             }
-        }
-    }
-
-    fn new(sock: &'a mut TcpStream, framing: Framing, buf: BytesMut, st: &'a LiveHttp) -> Self {
-        Body {
-            sock,
-            framing,
-            buf,
-            st,
-            shutdown: st.shutdown.clone(),
-            idle: Box::pin(tokio::time::sleep(st.idle)),
-            last_read: Instant::now(),
-            end: None,
         }
     }
 

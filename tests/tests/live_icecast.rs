@@ -561,7 +561,9 @@ async fn stalled_http_listener_skips_ahead(direct: bool) {
     let (body, complete) = stalled.body();
     assert!(complete, "the response body ends properly");
     let pages = one_opus_stream(&body, "stalled listener", Seq::Any);
-    let gaps: Vec<(u32, u32)> = pages[2..]
+    // From the second header page on: a skip may come before the first audio page went out
+    // (the listener joined before the source, so audio starts right after the headers).
+    let gaps: Vec<(u32, u32)> = pages[1..]
         .windows(2)
         .filter(|w| w[1].seq != w[0].seq + 1)
         .map(|w| (w[0].seq, w[1].seq))

@@ -110,6 +110,11 @@ impl Channel {
         }
     }
 
+    /// The stream's headers page, once the producer has set it.
+    pub fn headers(&self) -> Option<std::sync::Arc<Page>> {
+        lock(&self.state).headers.clone()
+    }
+
     /// Broadcasts a page to every listener and keeps it for the join burst.
     pub fn publish(&self, page: std::sync::Arc<Page>) {
         let mut s = lock(&self.state);

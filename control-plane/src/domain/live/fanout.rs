@@ -110,6 +110,8 @@ struct Reg {
     last: u64,
     next_shard: usize,
     ended: bool,
+    /// The headers page was registered with or dispatched to the listeners.
+    had_headers: bool,
 }
 
 enum What {
@@ -176,6 +178,7 @@ impl Fanouts {
                             last: joined.first.last().map_or(0, |p| p.index),
                             next_shard: 0,
                             ended: false,
+                            had_headers: joined.first.iter().any(|p| p.index == 0),
                         }),
                         shards: (0..shards).map(|_| Mutex::new(Vec::new())).collect(),
                         pending: AtomicUsize::new(0),
@@ -202,7 +205,11 @@ impl Fanouts {
                 Err(RecvError::Lagged(_)) => {
                     rx = rx.resubscribe();
                     self.metrics.live_skips.inc();
-                    continue;
+                    // Headers that were in the skipped part still reach who has none.
+                    match f.channel.headers() {
+                        Some(h) if !lock(&f.reg).had_headers => What::Page(h),
+                        _ => continue,
+                    }
                 }
             };
             let end = matches!(what, What::End);
@@ -248,7 +255,7 @@ impl Fanout {
         match &what {
             What::Page(p) if p.index > 0 => reg.last = p.index,
             What::End => reg.ended = true,
-            What::Page(_) => {}
+            What::Page(_) => reg.had_headers = true,
         }
         let seq = reg.seq;
         drop(reg);

@@ -135,6 +135,7 @@ impl Admitted {
             first: joined.first.into(),
             rx: joined.rx,
             guard: self.guard,
+            had_headers: false,
         };
         Ok(Box::pin(futures::stream::unfold(state, next_page)))
     }
@@ -148,10 +149,13 @@ struct FeedState {
     first: VecDeque<Arc<Page>>,
     rx: Receiver<Event>,
     guard: ListenerGuard,
+    /// The headers page (index 0) went out.
+    had_headers: bool,
 }
 
 async fn next_page(mut s: FeedState) -> Option<(Arc<Page>, FeedState)> {
     if let Some(p) = s.first.pop_front() {
+        s.had_headers |= p.index == 0;
         return Some((p, s));
     }
     loop {
@@ -160,13 +164,21 @@ async fn next_page(mut s: FeedState) -> Option<(Arc<Page>, FeedState)> {
                 let ms = (now_us() - p.arrived_us).max(0) / 1000;
                 s.guard.channel.record_latency(ms as u64);
                 s.guard.pages += 1;
+                s.had_headers |= p.index == 0;
                 return Some((p, s));
             }
             Ok(Event::End) | Err(RecvError::Closed) => return None,
             Err(RecvError::Lagged(_)) => {
-                // Too far behind: continue from the live edge, never from a growing backlog.
+                // Too far behind: continue from the live edge, never from a growing backlog;
+                // headers that were in the skipped part still go first.
                 s.rx = s.rx.resubscribe();
                 s.guard.live.inner.metrics.live_skips.inc();
+                if !s.had_headers
+                    && let Some(h) = s.guard.channel.headers()
+                {
+                    s.had_headers = true;
+                    return Some((h, s));
+                }
             }
         }
     }

@@ -277,8 +277,7 @@ pub async fn serve_http(
     opts: HttpOptions,
     mut shutdown: Shutdown,
 ) -> anyhow::Result<()> {
-    let idle = opts.idle;
-    use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+    use hyper_util::rt::{TokioExecutor, TokioTimer};
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     // HTTP/1.1 for browsers, curl and the media URLs; HTTP/2 (prior knowledge) for gRPC
     // clients pointed at this port.
@@ -291,6 +290,12 @@ pub async fn serve_http(
         .max_concurrent_streams(opts.max_streams)
         .keep_alive_interval(opts.keepalive_interval)
         .keep_alive_timeout(opts.keepalive_timeout);
+    let hyper = Arc::new(HyperConn {
+        http,
+        app,
+        idle: opts.idle,
+        header_timeout: opts.header_timeout,
+    });
     loop {
         let (sock, peer) = tokio::select! {
             _ = shutdown.wait() => break,
@@ -308,54 +313,73 @@ pub async fn serve_http(
             continue;
         };
         let _ = sock.set_nodelay(true);
-        let (http, app, live, watcher) =
-            (http.clone(), app.clone(), live.clone(), graceful.watcher());
-        let header_timeout = opts.header_timeout;
+        let (hyper, live, watcher) = (hyper.clone(), live.clone(), graceful.watcher());
+        // Small until it knows what the connection is: a live listener then keeps only its
+        // own small task (a `Keeper`), and hyper's connection state is made only for the rest.
         tokio::spawn(async move {
             use crate::http::icecast::{Opening, opening, serve};
-            match opening(&sock, header_timeout, live.direct).await {
+            match opening(&sock, hyper.header_timeout, live.direct).await {
                 Opening::Live => {
-                    // A task of its own, sized to a live connection (this one's future also
-                    // holds hyper's builder and service), for the connection's whole life.
-                    tokio::spawn(async move {
-                        serve(sock, live).await;
-                        drop(slot);
-                    });
-                    return;
-                }
-                Opening::Silent => return,
-                Opening::Other => {}
-            }
-            // The API layers read the client's address as they do on the gRPC port.
-            let info = crate::grpc::direct::ConnInfo {
-                tcp: tonic::transport::server::TcpConnectInfo {
-                    local_addr: sock.local_addr().ok(),
-                    remote_addr: Some(peer),
-                },
-                conn: None,
-                requested: Arc::new(std::sync::atomic::AtomicBool::new(true)),
-            };
-            let busy = InFlight::default();
-            let io = TokioIo::new(Watched::new(sock, idle, header_timeout, slot, busy.clone()));
-            let svc =
-                hyper::service::service_fn(move |mut r: http::Request<hyper::body::Incoming>| {
-                    r.extensions_mut().insert(info.clone());
-                    let held = busy.enter();
-                    let app = app.clone();
-                    async move {
-                        let resp = tower::ServiceExt::oneshot(app, r).await?;
-                        Ok::<_, std::convert::Infallible>(resp.map(|body| held.body(body)))
+                    if let Some(keeper) = Box::pin(serve(sock, live)).await {
+                        tokio::spawn(keeper.holding(slot));
                     }
-                });
-            let conn = watcher.watch(http.serve_connection(io, svc).into_owned());
-            if let Err(e) = Box::pin(conn).await {
-                tracing::debug!(error = %e, "HTTP connection");
+                }
+                Opening::Silent => {}
+                Opening::Other => {
+                    drop(live);
+                    Box::pin(hyper.serve(sock, peer, slot, watcher)).await;
+                }
             }
         });
     }
     drop(listener);
     graceful.shutdown().await;
     Ok(())
+}
+
+/// What hyper needs to serve one HTTP connection of the HTTP port.
+struct HyperConn {
+    http: hyper_util::server::conn::auto::Builder<hyper_util::rt::TokioExecutor>,
+    app: axum::Router,
+    idle: Duration,
+    header_timeout: Duration,
+}
+
+impl HyperConn {
+    async fn serve(
+        &self,
+        sock: TcpStream,
+        peer: std::net::SocketAddr,
+        slot: Slot,
+        watcher: hyper_util::server::graceful::Watcher,
+    ) {
+        // The API layers read the client's address as they do on the gRPC port.
+        let info = crate::grpc::direct::ConnInfo {
+            tcp: tonic::transport::server::TcpConnectInfo {
+                local_addr: sock.local_addr().ok(),
+                remote_addr: Some(peer),
+            },
+            conn: None,
+            requested: Arc::new(std::sync::atomic::AtomicBool::new(true)),
+        };
+        let busy = InFlight::default();
+        let watched = Watched::new(sock, self.idle, self.header_timeout, slot, busy.clone());
+        let io = hyper_util::rt::TokioIo::new(watched);
+        let app = self.app.clone();
+        let svc = hyper::service::service_fn(move |mut r: http::Request<hyper::body::Incoming>| {
+            r.extensions_mut().insert(info.clone());
+            let held = busy.enter();
+            let app = app.clone();
+            async move {
+                let resp = tower::ServiceExt::oneshot(app, r).await?;
+                Ok::<_, std::convert::Infallible>(resp.map(|body| held.body(body)))
+            }
+        });
+        let conn = watcher.watch(self.http.serve_connection(io, svc).into_owned());
+        if let Err(e) = Box::pin(conn).await {
+            tracing::debug!(error = %e, "HTTP connection");
+        }
+    }
 }
 
 /// The HTTP port's transport settings (the same options as the gRPC port's).

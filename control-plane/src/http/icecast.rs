@@ -2,9 +2,11 @@
 //! `GET /live/{id}` answers `HTTP/1.0 200` and then the live writer threads write the shared pages
 //! straight onto the socket; `PUT` and `SOURCE` take an Icecast source's audio (SPEC §12).
 
-use std::time::Duration;
+use std::{sync::LazyLock, time::Duration};
 
 use tokio::{io::AsyncWriteExt, net::TcpStream, time::Instant};
+
+pub use super::keeper::Keeper;
 
 pub use super::raw::LiveHttp;
 use super::{
@@ -14,8 +16,14 @@ use super::{
     source,
 };
 
-/// How long the last pages may take to drain once the stream ended.
-const DRAIN: Duration = Duration::from_secs(3);
+/// A listener's answer, the same for all.
+static ANSWER: LazyLock<String> = LazyLock::new(|| {
+    let mut answer = String::from("HTTP/1.0 200 OK\r\n");
+    for (k, v) in HEADERS {
+        answer.push_str(&format!("{k}: {v}\r\n"));
+    }
+    answer + "connection: close\r\n\r\n"
+});
 
 /// How a new connection on the HTTP port opens.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -63,8 +71,9 @@ pub async fn opening(sock: &TcpStream, timeout: Duration, direct: bool) -> Openi
     }
 }
 
-/// Serves one connection that opened with a live request ([`Opening::Live`]).
-pub async fn serve(mut sock: TcpStream, st: LiveHttp) {
+/// Serves one connection that opened with a live request ([`Opening::Live`]): a source to its
+/// end, a listener up to its answer (then the [`Keeper`] returned carries the connection on).
+pub async fn serve(mut sock: TcpStream, st: LiveHttp) -> Option<Keeper> {
     let Some((head, rest)) = read_head(&mut sock, st.header_timeout).await else {
         let _ = reply(
             &mut sock,
@@ -74,93 +83,49 @@ pub async fn serve(mut sock: TcpStream, st: LiveHttp) {
             &[],
         )
         .await;
-        return;
+        return None;
     };
     let Some(id) = head.id else {
         let _ = reply(&mut sock, 404, "Not Found", "no such live stream\n", &[]).await;
-        return;
+        return None;
     };
-    // Each branch in its own allocation, sized to itself: a listener's task then holds only
-    // what a listener needs for its whole life (not the head buffer, not a source's state).
     match head.method.as_str() {
         "GET" => {
             drop(rest);
-            Box::pin(listen(sock, id, head, st)).await
+            listen(sock, id, head, st).await
         }
-        _ => Box::pin(source::serve(sock, id, head, rest, st)).await,
+        _ => {
+            // In its own allocation, sized to a source.
+            Box::pin(source::serve(sock, id, head, rest, st)).await;
+            None
+        }
     }
 }
 
-/// A plain HTTP listener fed by the live writer threads.
-async fn listen(mut sock: TcpStream, id: i64, head: Head, st: LiveHttp) {
+/// Answers a plain HTTP listener and attaches it to the fan-out; what keeps its connection from
+/// then on.
+async fn listen(mut sock: TcpStream, id: i64, head: Head, st: LiveHttp) -> Option<Keeper> {
     let ok = signed(&st.media, id, head.exp, head.sig.as_deref());
     let country = head
         .header("x-country")
-        .and_then(|v| std::str::from_utf8(v).ok());
-    // Boxed, so its database query does not size the future a listener keeps for its life.
-    let admitted = Box::pin(st.live.admit_http(id, ok, country)).await;
+        .and_then(|v| std::str::from_utf8(v).ok())
+        .map(str::to_owned);
+    // Nothing of the request is held while joiners wait for the database together.
     drop(head);
+    let admitted = Box::pin(st.live.admit_http(id, ok, country.as_deref())).await;
     let admitted = match admitted {
         Ok(a) => a,
-        Err(e) => return refuse(&mut sock, &e).await,
+        Err(e) => {
+            refuse(&mut sock, &e).await;
+            return None;
+        }
     };
-    let mut answer = String::from("HTTP/1.0 200 OK\r\n");
-    for (k, v) in HEADERS {
-        answer.push_str(&format!("{k}: {v}\r\n"));
-    }
-    answer.push_str("connection: close\r\n\r\n");
-    let sent = tokio::time::timeout(st.header_timeout, sock.write_all(answer.as_bytes())).await;
+    let sent = tokio::time::timeout(st.header_timeout, sock.write_all(ANSWER.as_bytes())).await;
     if !matches!(sent, Ok(Ok(()))) {
-        return;
+        return None;
     }
     let socket = Socket::new(sock, st.live.queue_pages());
-    let Ok(attached) = st.live.attach(admitted, TcpSink(socket.clone())) else {
-        return;
-    };
+    let attached = st.live.attach(admitted, TcpSink(socket.clone())).ok()?;
     st.metrics.served("http", "direct");
-    let mut buf = [0u8; 256];
-    loop {
-        if socket.dead() {
-            break;
-        }
-        let pending = socket.pending();
-        tokio::select! {
-            _ = std::future::poll_fn(|cx| attached.poll_ended(cx)) => {
-                drain(&socket).await;
-                break;
-            }
-            _ = std::future::poll_fn(|cx| socket.poll_work(cx)), if !pending => {}
-            w = socket.sock.writable(), if pending => {
-                if w.is_err() {
-                    break;
-                }
-                socket.flush();
-            }
-            r = socket.sock.readable() => {
-                // Players send nothing more; this only notices them leave.
-                let gone = r.is_err() || match socket.sock.try_read(&mut buf) {
-                    Ok(n) => n == 0,
-                    Err(e) => e.kind() != std::io::ErrorKind::WouldBlock,
-                };
-                if gone {
-                    break;
-                }
-            }
-        }
-    }
-    drop(attached);
-    let _ = socket2::SockRef::from(&socket.sock).shutdown(std::net::Shutdown::Both);
-}
-
-/// Writes what still waits once the stream ended, for at most [`DRAIN`].
-async fn drain(socket: &Socket) {
-    let _ = tokio::time::timeout(DRAIN, async {
-        while socket.pending() && !socket.dead() {
-            if socket.sock.writable().await.is_err() {
-                return;
-            }
-            socket.flush();
-        }
-    })
-    .await;
+    Some(Keeper::new(socket, attached))
 }

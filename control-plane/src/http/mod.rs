@@ -4,6 +4,7 @@
 
 mod framing;
 pub mod icecast;
+mod keeper;
 mod live;
 mod raw;
 mod sink;

@@ -28,6 +28,14 @@ use crate::{bus::Bus, caller::Caller, domain::media::MAX_CHUNK_BYTES};
 /// Pre-skip written in the header of Opus input (libopus's encoder delay at 48 kHz).
 const OPUS_INPUT_PRE_SKIP: u16 = 312;
 
+/// How often a producer's instance refreshes its stream's heartbeat in the database. The reaper
+/// ends a stream whose heartbeat is [`STALE_MARGIN`] older than the grace, so three beats may be
+/// missed; each beat is a database write, so it is not more often (docs/ARCHITECTURE.md).
+pub(super) const HEARTBEAT: Duration = Duration::from_secs(10);
+
+/// How much older than the grace a heartbeat must be before its stream counts as orphaned.
+pub(super) const STALE_MARGIN: Duration = Duration::from_secs(30);
+
 /// The subject that asks the ingesting instance to stop stream `id`.
 pub fn control_subject(id: i64) -> String {
     format!("veza.live.{id}.control")
@@ -415,14 +423,14 @@ impl Live {
         Ok(p)
     }
 
-    /// While the producer's state lives: refreshes the heartbeat and obeys stop requests that
+    /// While the producer's state lives: refreshes the heartbeat (every [`HEARTBEAT`]) and obeys stop requests that
     /// other instances relay.
     async fn watch_producer(&self, p: Arc<Producer>) {
         let mut control = match self.inner.bus {
             Bus::Nats(_) => self.inner.bus.subscribe(&control_subject(p.id)).await.ok(),
             Bus::Local(_) => None,
         };
-        let mut beat = tokio::time::interval(Duration::from_secs(2));
+        let mut beat = tokio::time::interval(HEARTBEAT);
         while !p.ended.load(Ordering::SeqCst) {
             tokio::select! {
                 _ = beat.tick() => {

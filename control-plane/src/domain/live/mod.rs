@@ -306,7 +306,7 @@ impl Live {
     /// Ends the streams whose producer vanished with its instance (no heartbeat).
     async fn run_reaper(&self) {
         let mut tick = tokio::time::interval(Duration::from_secs(5));
-        let stale = self.inner.opts.grace + Duration::from_secs(30);
+        let stale = self.inner.opts.grace + ingest::STALE_MARGIN;
         let mut shutdown = self.inner.shutdown.clone();
         loop {
             tokio::select! {

@@ -16,13 +16,20 @@ static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 #[unsafe(export_name = "_rjem_malloc_conf")]
 pub static MALLOC_CONF: &[u8; 10] = b"narenas:1\0";
 
-/// With glibc's malloc: one arena per core (not eight) and a 128 KiB trim threshold, about 15 %
-/// less memory at thousands of listeners (docs/BENCHMARKS.md) at no measured CPU cost.
-/// `MALLOC_ARENA_MAX` / `MALLOC_TRIM_THRESHOLD_` still win when set. Runs before any thread.
-#[cfg(all(target_os = "linux", target_env = "gnu", not(feature = "jemalloc")))]
+/// glibc's malloc (all of Rust's allocations without jemalloc; with it, only the C libraries':
+/// SQLite's page caches, libopus) gets one arena per core, or a single one beside jemalloc, not
+/// eight per core: each thread that allocates (SQLite's connection threads) otherwise grows an
+/// arena of its own, about 15 % of a live server's memory at thousands of listeners
+/// (docs/BENCHMARKS.md). Its trim threshold is 128 KiB. `MALLOC_ARENA_MAX` and
+/// `MALLOC_TRIM_THRESHOLD_` still win when set. Runs before any thread exists.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
 pub fn tune() {
-    let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
-    let arenas = i32::try_from(cores).unwrap_or(i32::MAX);
+    let arenas = if cfg!(feature = "jemalloc") {
+        1
+    } else {
+        let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+        i32::try_from(cores).unwrap_or(i32::MAX)
+    };
     if std::env::var_os("MALLOC_ARENA_MAX").is_none() {
         // SAFETY: mallopt only adjusts allocator parameters; no other thread is running yet.
         unsafe { libc::mallopt(libc::M_ARENA_MAX, arenas) };
@@ -33,5 +40,5 @@ pub fn tune() {
     }
 }
 
-#[cfg(not(all(target_os = "linux", target_env = "gnu", not(feature = "jemalloc"))))]
+#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
 pub fn tune() {}

@@ -3,7 +3,9 @@
 //! glibc keeps the pages of a freed chunk resident when the chunk sits between live ones, so
 //! the h2 buffers of thousands of listeners detached from hyper (about 28 KiB each) would stay
 //! in RSS. Every [`BATCH`] bytes released, one `malloc_trim` runs on a blocking thread, a
-//! moment later (so the batch's last connections have ended); one at a time.
+//! moment later (so the batch's last connections have ended); one at a time. With the `veza`
+//! binary's jemalloc (the `jemalloc` feature) this does nothing: jemalloc returns empty pages
+//! itself after its decay.
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
@@ -18,6 +20,9 @@ static RUNNING: AtomicBool = AtomicBool::new(false);
 
 /// Records that about `bytes` of heap were (or are about to be) freed.
 pub fn released(bytes: usize) {
+    if cfg!(feature = "jemalloc") {
+        return;
+    }
     if RELEASED.fetch_add(bytes, Ordering::Relaxed) + bytes < BATCH
         || RUNNING.swap(true, Ordering::AcqRel)
     {

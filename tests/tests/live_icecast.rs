@@ -66,6 +66,8 @@ on_both_paths! {
     http_listener_refusals => http_listener_refusals_direct, http_listener_refusals_hyper;
     grpc_web_live_listener => grpc_web_live_listener_direct, grpc_web_live_listener_hyper;
     tls_live_listener => tls_live_listener_direct, tls_live_listener_hyper;
+    http_listeners_leaving_are_counted_out => http_listeners_leaving_are_counted_out_direct,
+        http_listeners_leaving_are_counted_out_hyper;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -595,6 +597,57 @@ async fn stalled_http_listener_skips_ahead(direct: bool) {
     assert!(
         heard_end + 5 * 48_000 >= pushed_end,
         "skipped to the live edge: heard up to {heard_end}, pushed {pushed_end}"
+    );
+    s.stop().await;
+}
+
+/// HTTP listeners count in while connected, on the path the switch picks; one that closes (and,
+/// on the direct path, one that sends bytes and then closes) leaves the count while the stream
+/// goes on; the last one's connection closes when the stream ends.
+async fn http_listeners_leaving_are_counted_out(direct: bool) {
+    let s = server(direct, |_| {}).await;
+    let (_, dj) = s.user("dj").await;
+    let mut c = client(s.channel().await);
+    let id = start(&mut c, &dj, live_request("opus", 48_000, false))
+        .await
+        .stream_id;
+    let url = format!("{}/live/{id}", s.http_url);
+    let quiet = http_get(&url, None).await;
+    let mut chatty = http_get(&url, None).await;
+    let stays = http_get(&url, None).await;
+    for r in [&quiet, &chatty, &stays] {
+        assert_eq!(r.head.status, 200, "GET /live/{id}");
+    }
+    wait_for_listeners(&mut c, &dj, id, 3).await;
+    let text = metrics(&s).await;
+    let path = path_name(direct);
+    assert_eq!(
+        served(&text, "http", path),
+        3.0,
+        "served on the {path} path: {:?}",
+        served_lines(&text)
+    );
+    drop(quiet);
+    wait_for_listeners(&mut c, &dj, id, 2).await;
+    if direct {
+        // A player sends nothing after its request; bytes that come anyway are read and
+        // dropped. (hyper stops reading behind them, as behind a pipelined request, and
+        // notices the close only on its next write: no source sends audio here.)
+        chatty
+            .sock
+            .write_all(&[b'x'; 5000])
+            .await
+            .expect("bytes after the request");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert_eq!(info(&mut c, &dj, id).await.listeners, 2, "still listening");
+    }
+    drop(chatty);
+    wait_for_listeners(&mut c, &dj, id, 1).await;
+    stop(&mut c, &dj, id).await;
+    let mut stays = stays;
+    assert!(
+        stays.read_to_close(Duration::from_secs(10)).await,
+        "the last listener's connection closes when the stream ends"
     );
     s.stop().await;
 }

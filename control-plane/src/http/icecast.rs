@@ -6,9 +6,7 @@ use std::{sync::LazyLock, time::Duration};
 
 use tokio::{io::AsyncWriteExt, net::TcpStream, time::Instant};
 
-pub use super::keeper::Keeper;
-
-pub use super::raw::LiveHttp;
+pub use super::{keeper::Keeper, raw::LiveHttp};
 use super::{
     live::{HEADERS, signed},
     raw::{Head, read_head, refuse, reply},

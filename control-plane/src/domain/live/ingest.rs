@@ -423,8 +423,8 @@ impl Live {
         Ok(p)
     }
 
-    /// While the producer's state lives: refreshes the heartbeat (every [`HEARTBEAT`]) and obeys stop requests that
-    /// other instances relay.
+    /// While the producer's state lives: refreshes the heartbeat (every [`HEARTBEAT`]) and obeys
+    /// stop requests that other instances relay.
     async fn watch_producer(&self, p: Arc<Producer>) {
         let mut control = match self.inner.bus {
             Bus::Nats(_) => self.inner.bus.subscribe(&control_subject(p.id)).await.ok(),

@@ -8,7 +8,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 page_ms=${1:-100}
 bin=${VEZA_BIN:-target/release}
-ev=task-clock,context-switches,syscalls:sys_enter_futex,syscalls:sys_enter_recvfrom,syscalls:sys_enter_sendto
+ev=task-clock,context-switches,page-faults,syscalls:sys_enter_futex,syscalls:sys_enter_recvfrom,syscalls:sys_enter_sendto
 work=$(mktemp -d)
 trap 'kill $(jobs -p) 2>/dev/null || true; [ -f /tmp/veza-icecast/icecast.pid ] && kill "$(cat /tmp/veza-icecast/icecast.pid)" 2>/dev/null; rm -rf "$work"' EXIT
 

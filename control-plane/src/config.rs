@@ -110,8 +110,9 @@ pub struct Options {
     #[arg(long, env = "VEZA_LIVE_DIRECT", num_args = 1)]
     pub live_direct: Option<bool>,
     /// Let hyper go from a gRPC connection whose only stream has been a live one for a second
-    /// (hyper's 28 KB of buffers freed); the client gets a GOAWAY, and a tonic channel that
-    /// shares that connection fails its next call once before it reconnects [default: false].
+    /// (hyper's 28 KB of buffers freed; the client gets a GOAWAY). Clients on hyper (tonic),
+    /// which fail their next call after a GOAWAY, are left on hyper unless the call carries
+    /// `x-veza-connection: dedicated` [default: true].
     #[arg(long, env = "VEZA_LIVE_DETACH", num_args = 1)]
     pub live_detach: Option<bool>,
     /// Longest decoded duration of an upload, in seconds [default: 21600, 6 h].
@@ -408,7 +409,7 @@ impl Options {
             live_bitrate,
             live_writers: o.live_writers.unwrap_or(1).clamp(1, 64),
             live_direct: o.live_direct.unwrap_or(true),
-            live_detach: o.live_detach.unwrap_or(false),
+            live_detach: o.live_detach.unwrap_or(true),
             max_track_duration: Duration::from_secs(
                 o.max_track_duration.unwrap_or(6 * 3600).max(1),
             ),

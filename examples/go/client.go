@@ -1,7 +1,8 @@
 // The platform document's Go client, made correct: the services live in their own packages, the
 // token travels as `authorization: Bearer` metadata added by client interceptors (unary and
 // streaming), the chat stream resumes from the last message id so the message just sent comes
-// back, and a WAV goes up in chunks and comes back as Ogg Opus.
+// back, a WAV goes up in chunks and comes back as Ogg Opus, and a live stream goes on air with
+// a listener on a connection of its own that keeps calling while it listens.
 //
 // Usage: ./run.sh   (VEZA_ADDR=localhost:9090, VEZA_EMAIL, VEZA_PASSWORD, VEZA_ROOM,
 // VEZA_WAV: a WAV file to upload instead of the generated tone, VEZA_MAX_MESSAGES: stop after
@@ -221,6 +222,78 @@ func listen(ctx context.Context, c streampb.StreamServiceClient, id int64) ([]by
 	}
 }
 
+// live goes on air with paced PCM on conn and listens on a second connection, listener. After
+// a second alone on it, the server lets that connection go from hyper with a GOAWAY: grpc-go
+// moves its next calls to a new connection, so GetStreamInfo on the same client succeeds while
+// the stream plays on.
+func live(ctx context.Context, media, listener streampb.StreamServiceClient) error {
+	started, err := media.StartStream(ctx, &streampb.StartStreamRequest{
+		Title: "Go client live", SampleRate: 48000, Channels: 1, Codec: "pcm_s16le",
+	})
+	if err != nil {
+		return fmt.Errorf("StartStream: %w", err)
+	}
+	id := started.StreamId
+	up, err := media.UploadAudioChunks(ctx)
+	if err != nil {
+		return fmt.Errorf("UploadAudioChunks: %w", err)
+	}
+	onAir, stop := context.WithCancel(ctx)
+	defer stop()
+	sent := make(chan error, 1)
+	go func() {
+		pcm := make([]byte, 2*4800) // 100 ms of silence, 48 kHz mono
+		tick := time.NewTicker(100 * time.Millisecond)
+		defer tick.Stop()
+		for i := int32(0); ; i++ {
+			chunk := &streampb.AudioChunk{StreamId: id, ChunkIndex: i, AudioData: pcm,
+				SampleRate: 48000, Channels: 1, Codec: "pcm_s16le"}
+			if err := up.Send(chunk); err != nil {
+				sent <- err
+				return
+			}
+			select {
+			case <-onAir.Done():
+				_, err := up.CloseAndRecv()
+				sent <- err
+				return
+			case <-tick.C:
+			}
+		}
+	}()
+	stream, err := listener.StreamAudio(ctx, &streampb.StreamAudioRequest{TrackId: id})
+	if err != nil {
+		return fmt.Errorf("StreamAudio (live): %w", err)
+	}
+	heard := make(chan int, 1)
+	go func() {
+		n := 0
+		for {
+			if _, err := stream.Recv(); err != nil {
+				heard <- n
+				return
+			}
+			n++
+		}
+	}()
+	time.Sleep(3 * time.Second)
+	info, err := listener.GetStreamInfo(ctx, &streampb.GetStreamInfoRequest{StreamId: id})
+	if err != nil {
+		return fmt.Errorf("GetStreamInfo while listening: %w", err)
+	}
+	time.Sleep(time.Second)
+	if _, err := media.StopStream(ctx, &streampb.StopStreamRequest{StreamId: id}); err != nil {
+		return fmt.Errorf("StopStream: %w", err)
+	}
+	stop()
+	if err := <-sent; err != nil && !errors.Is(err, io.EOF) {
+		return fmt.Errorf("producer: %w", err)
+	}
+	fmt.Printf("Live stream %d: %d chunks heard; while listening, GetStreamInfo on the listener's client: %s, %d listener(s)\n",
+		id, <-heard, info.Status, info.Listeners)
+	return nil
+}
+
 func run() error {
 	addr := env("VEZA_ADDR", "localhost:9090")
 	room := envInt("VEZA_ROOM", 1)
@@ -286,6 +359,19 @@ func run() error {
 		head = head[:4]
 	}
 	fmt.Printf("Streamed back %d bytes in %d chunks, starting with %q\n", len(audio), chunks, head)
+
+	own, err := grpc.Dial(addr,
+		grpc.WithInsecure(),
+		grpc.WithUnaryInterceptor(creds.Unary()),
+		grpc.WithStreamInterceptor(creds.Stream()),
+	)
+	if err != nil {
+		return fmt.Errorf("connecting to %s: %w", addr, err)
+	}
+	defer own.Close()
+	if err := live(audioCtx, media, streampb.NewStreamServiceClient(own)); err != nil {
+		return err
+	}
 
 	follow, stop := context.WithCancel(context.Background())
 	defer stop()

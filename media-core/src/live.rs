@@ -215,9 +215,13 @@ impl LiveEncoder {
 
     /// Turns the pages completed since the last call into chunks (one per page).
     fn drain_pages(&mut self) -> Vec<AudioChunk> {
-        let bytes = Bytes::copy_from_slice(self.muxer.take_pages());
+        let taken = self.muxer.take_pages();
+        if taken.is_empty() {
+            return Vec::new();
+        }
+        let bytes = Bytes::copy_from_slice(taken);
         self.muxer.discard_taken();
-        let pages = crate::ogg::parse_pages(&bytes).unwrap_or_default();
+        let pages = crate::ogg::split_pages(&bytes).unwrap_or_default();
         let mut out = Vec::with_capacity(pages.len());
         for page in pages {
             let start = self.granule_start(page.granule, &bytes, &page);

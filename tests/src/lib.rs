@@ -128,6 +128,23 @@ impl TestServer {
         AuthServiceClient::new(self.channel().await)
     }
 
+    /// The value of an unlabelled series on `/metrics` (0 when absent).
+    pub async fn metric(&self, name: &str) -> f64 {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let host = self.http_url.trim_start_matches("http://");
+        let mut sock = tokio::net::TcpStream::connect(host)
+            .await
+            .expect("connects");
+        let head = format!("GET /metrics HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n");
+        sock.write_all(head.as_bytes()).await.expect("writes");
+        let mut text = String::new();
+        sock.read_to_string(&mut text).await.expect("reads");
+        text.lines()
+            .find(|l| l.split_whitespace().next() == Some(name))
+            .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+            .unwrap_or(0.0)
+    }
+
     /// The data directory.
     pub fn data_dir(&self) -> &Path {
         self.dir.path()

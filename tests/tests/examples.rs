@@ -160,7 +160,7 @@ async fn python_client_authenticates_sends_and_streams() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn go_client_authenticates_chats_uploads_and_streams() {
+async fn go_client_authenticates_chats_uploads_streams_and_listens_live() {
     let tools = [
         ("go", "version"),
         ("protoc", "--version"),
@@ -215,5 +215,19 @@ async fn go_client_authenticates_chats_uploads_and_streams() {
         stdout.contains("Received message: Hello from Go client! (id 1, from user 1)"),
         "{stdout}"
     );
+    // The listener's connection was left by hyper (a GOAWAY) after a second: grpc-go sent the
+    // next call on a new connection and it succeeded, the stream still playing.
+    let heard = line("Live stream ");
+    assert!(
+        heard.ends_with("GetStreamInfo on the listener's client: live, 1 listener(s)"),
+        "{heard}"
+    );
+    let chunks: u64 = heard
+        .split_whitespace()
+        .nth(3)
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("{heard}"));
+    assert!(chunks >= 12, "about 4 s of 200 ms pages: {heard}");
+    assert_eq!(s.metric("veza_live_detached_total").await, 1.0);
     s.stop().await;
 }

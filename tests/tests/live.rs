@@ -184,6 +184,25 @@ async fn open_listener(c: &mut Client, token: &str, id: i64) -> tonic::Streaming
     .into_inner()
 }
 
+/// [`open_listener`] saying that its connection carries nothing else, so that hyper may leave
+/// it although the client is tonic (see `grpc/direct/goaway.rs`).
+async fn open_dedicated_listener(
+    c: &mut Client,
+    token: &str,
+    id: i64,
+) -> tonic::Streaming<AudioChunk> {
+    let mut req = bearer(
+        token,
+        StreamAudioRequest {
+            track_id: id,
+            ..Default::default()
+        },
+    );
+    let dedicated = tonic::metadata::MetadataValue::from_static("dedicated");
+    req.metadata_mut().insert("x-veza-connection", dedicated);
+    c.stream_audio(req).await.expect("StreamAudio").into_inner()
+}
+
 /// Decodes the audio packets of an Ogg Opus byte stream (which must start with its headers).
 fn decode(bytes: &[u8]) -> (Vec<f32>, u16) {
     use veza_media_core::ogg;
@@ -750,11 +769,7 @@ async fn stalled_listener_skips_ahead() {
 
 /// The value of counter or gauge `name` in the server's `/metrics`.
 async fn metric(s: &TestServer, name: &str) -> f64 {
-    let text = reqwest_like_get(&format!("{}/metrics", s.http_url)).await;
-    text.lines()
-        .find(|l| l.split_whitespace().next() == Some(name))
-        .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
-        .unwrap_or(0.0)
+    s.metric(name).await
 }
 
 /// Two live listeners and unary calls share one HTTP/2 connection whose windows are the
@@ -1044,11 +1059,11 @@ async fn handled(s: &TestServer, method: &str, code: &str) -> f64 {
         .sum()
 }
 
-/// A server with `--live-detach` and 100 ms pages.
+/// A server with 100 ms pages and `--live-detach` (the default).
 async fn detaching_server() -> Option<TestServer> {
     let detach = |c: &mut Config| {
         c.live_chunk_ms = 100;
-        c.live_detach = true;
+        assert!(c.live_detach, "on by default");
     };
     TestServer::start_with(Backend::Sqlite, detach).await
 }
@@ -1103,13 +1118,14 @@ async fn a_lone_live_stream_leaves_hyper() {
     let before = metric(&s, "veza_live_detached_total").await;
     let ok_before = handled(&s, "StreamAudio", "OK").await;
     let mut sc = pinging_client(&s).await;
-    let l = open_listener(&mut sc, &fan, id).await;
+    let l = open_dedicated_listener(&mut sc, &fan, id).await;
     let l = tokio::spawn(listen_for(l, Duration::from_secs(30)));
     send_audio(&p.tx, id, 500, 2500, true).await;
     let detached = metric(&s, "veza_live_detached_total").await - before;
     assert_eq!(detached, 1.0, "the listener's connection left hyper");
     // tonic sends the first call after the GOAWAY on the old connection, which refuses it
-    // (the caveat of `--live-detach`); the channel then reconnects.
+    // (why tonic is detached only when it says its connection is dedicated); the channel then
+    // reconnects.
     let info = |mut sc: Client| {
         let fan = fan.clone();
         async move {
@@ -1141,6 +1157,44 @@ async fn a_lone_live_stream_leaves_hyper() {
     let _ = p.call.await;
 }
 
+/// A tonic listener that does not say its connection is dedicated is left on hyper, so the next
+/// call on its channel, while the stream plays, succeeds at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tonic_listener_stays_on_hyper_and_its_channel_works() {
+    let _memory = PROCESS_MEMORY.read().await;
+    let Some(s) = detaching_server().await else {
+        return;
+    };
+    let OnAir {
+        token,
+        fan,
+        mut c,
+        id,
+        p,
+    } = on_air(&s, "fan", 500).await;
+    let before = metric(&s, "veza_live_detached_total").await;
+    let mut sc = pinging_client(&s).await;
+    let l = open_listener(&mut sc, &fan, id).await;
+    let l = tokio::spawn(listen_for(l, Duration::from_secs(30)));
+    send_audio(&p.tx, id, 500, 2500, true).await;
+    let detached = metric(&s, "veza_live_detached_total").await - before;
+    assert_eq!(detached, 0.0, "tonic's connection stays with hyper");
+    let info = sc
+        .get_stream_info(bearer(&fan, GetStreamInfoRequest { stream_id: id }))
+        .await
+        .expect("the next call on the listener's channel")
+        .into_inner();
+    assert_eq!((info.status.as_str(), info.listeners), ("live", 1));
+    send_audio(&p.tx, id, 3000, 1000, true).await;
+    c.stop_stream(bearer(&token, StopStreamRequest { stream_id: id }))
+        .await
+        .expect("StopStream");
+    let (chunks, err, ended) = l.await.expect("listener");
+    heard_whole(&chunks, err, ended, 3);
+    drop(p.tx);
+    let _ = p.call.await;
+}
+
 /// A detached listener that goes away (its stream reset by the client) leaves the listener
 /// count, and its call counts as canceled.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1153,7 +1207,7 @@ async fn a_detached_listener_that_leaves_is_counted_out() {
     let before = metric(&s, "veza_live_detached_total").await;
     let canceled_before = handled(&s, "StreamAudio", "Canceled").await;
     let mut sc = pinging_client(&s).await;
-    let l = open_listener(&mut sc, &fan, id).await;
+    let l = open_dedicated_listener(&mut sc, &fan, id).await;
     let feed = {
         let tx = p.tx.clone();
         tokio::spawn(async move { send_audio(&tx, id, 500, 6000, true).await })

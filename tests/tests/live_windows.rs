@@ -188,7 +188,10 @@ async fn max_window_listener(addr: &str, token: &str, id: i64, secs: u64) -> See
             }
             GOAWAY => {
                 let code = u32::from_be_bytes(payload[4..8].try_into().expect("code"));
-                seen.ended = Some(format!("GOAWAY {code:#x}"));
+                // NO_ERROR: the connection left hyper (`--live-detach`), the stream goes on.
+                if code != 0 {
+                    seen.ended = Some(format!("GOAWAY {code:#x}"));
+                }
             }
             _ => {}
         }

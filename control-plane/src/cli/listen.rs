@@ -5,9 +5,11 @@ use std::path::PathBuf;
 
 use futures::StreamExt;
 use tokio::io::AsyncWriteExt;
+use tonic::metadata::MetadataValue;
 use veza_proto::stream::{StreamAudioRequest, stream_service_client::StreamServiceClient};
 
 use super::client::ClientArgs;
+use crate::grpc::direct::goaway::DEDICATED;
 
 /// Arguments of `veza listen`.
 #[derive(clap::Args, Debug)]
@@ -42,9 +44,13 @@ pub async fn run(args: ListenArgs) -> anyhow::Result<()> {
         format: args.format.clone(),
         start_ms: (args.start * 1000.0).round() as i64,
     };
+    let mut req = session.request(req)?;
+    // Nothing else goes on this channel: a live stream's connection may be left by hyper.
+    req.metadata_mut()
+        .insert(DEDICATED, MetadataValue::from_static("dedicated"));
     let mut stream = StreamServiceClient::new(session.channel.clone())
         .max_decoding_message_size(16 << 20)
-        .stream_audio(session.request(req)?)
+        .stream_audio(req)
         .await
         .map_err(|s| anyhow::anyhow!("{:?}: {}", s.code(), s.message()))?
         .into_inner();

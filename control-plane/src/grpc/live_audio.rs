@@ -26,7 +26,7 @@ use crate::{
         live::{ListenRequest, Live, LiveFeed},
     },
     grpc::{
-        direct::{ConnInfo, DirectBody, H2Sink},
+        direct::{ConnInfo, DirectBody, H2Sink, goaway},
         live_frame::wire,
         metrics_layer::{Handoff, sent_counter},
         trailers::{Polled, live_end},
@@ -155,7 +155,7 @@ where
             .filter(|_| grpc && parts.version == http::Version::HTTP_2)
             .and_then(|c| c.conn.clone());
         if let Some(conn) = conn
-            && let Some(stream) = conn.claim()
+            && let Some(stream) = conn.claim(goaway::may_detach(&parts.headers))
         {
             let sink = H2Sink {
                 conn: conn.clone(),

@@ -312,35 +312,22 @@ impl Live {
             .input_bytes
             .fetch_add(c.data.len() as u64, Ordering::Relaxed);
         let mut w = p.work.lock().await;
-        let Some(mut enc) = w.encoder.take() else {
-            return Ok(());
-        };
-        let mut record = w.record.take();
-        let recording = record.is_some();
-        let codec = p.codec;
-        let data = c.data;
-        let work = move || {
-            let pages = match codec {
-                InputCodec::Pcm { .. } => enc.push_pcm(&data),
-                InputCodec::Opus { .. } => enc.push_opus_packet(&data),
+        let pages = if matches!(p.codec, InputCodec::Opus { .. }) && w.record.is_none() {
+            // Passing Opus through is a few µs of muxing, done in place: only encoding or a
+            // recording's file writes are worth a blocking thread (and its two wake-ups).
+            let Some(enc) = w.encoder.as_mut() else {
+                return Ok(());
             };
-            if let (Ok(pages), Some((_, f))) = (pages.as_ref(), record.as_mut()) {
-                write_pages(f, pages);
-            }
-            (enc, record, pages)
-        };
-        // Passing Opus through is a few µs of muxing: only encoding or a recording's file
-        // writes are worth a blocking thread (and its two wake-ups per chunk).
-        let (enc, record, pages) = if matches!(codec, InputCodec::Opus { .. }) && !recording {
-            work()
+            let pages = enc.push_opus_packet(&c.data);
+            w.samples = enc.frames_in();
+            pages
         } else {
-            tokio::task::spawn_blocking(work)
-                .await
-                .map_err(|e| DomainError::Internal(e.into()))?
+            let Some((samples, pages)) = off_runtime(&mut w, p.codec, c.data).await? else {
+                return Ok(());
+            };
+            w.samples = samples;
+            pages
         };
-        w.samples = enc.frames_in();
-        w.encoder = Some(enc);
-        w.record = record;
         let pages = pages.map_err(|e| DomainError::invalid("audio_data", e.to_string()))?;
         drop(w);
         self.broadcast(p, pages, arrived_us).await;
@@ -517,6 +504,36 @@ impl Live {
         tracing::info!(stream_id = id, duration_ms, recorded, "live stream ended");
         Ok(())
     }
+}
+
+/// Encodes (and records) `data` on a blocking thread, the encoder and file lent to it; the
+/// input samples so far and the pages, `None` once the encoder is gone (the stream ended).
+async fn off_runtime(
+    w: &mut Work,
+    codec: InputCodec,
+    data: Bytes,
+) -> Result<Option<(u64, veza_media_core::Result<Vec<AudioChunk>>)>> {
+    let Some(mut enc) = w.encoder.take() else {
+        return Ok(None);
+    };
+    let mut record = w.record.take();
+    let work = move || {
+        let pages = match codec {
+            InputCodec::Pcm { .. } => enc.push_pcm(&data),
+            InputCodec::Opus { .. } => enc.push_opus_packet(&data),
+        };
+        if let (Ok(pages), Some((_, f))) = (pages.as_ref(), record.as_mut()) {
+            write_pages(f, pages);
+        }
+        (enc, record, pages)
+    };
+    let (enc, record, pages) = tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|e| DomainError::Internal(e.into()))?;
+    let samples = enc.frames_in();
+    w.encoder = Some(enc);
+    w.record = record;
+    Ok(Some((samples, pages)))
 }
 
 fn check_chunk(p: &Producer, c: &LiveChunk) -> Result<()> {

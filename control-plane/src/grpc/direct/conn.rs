@@ -271,6 +271,11 @@ struct State {
     detach: Detach,
     /// `--live-detach`.
     may_detach: bool,
+    /// Part of the first of our own frames is on the wire: the rest must follow before any
+    /// other frame.
+    control_mid: bool,
+    /// The last bytes read for hyper were only frames it ignores (see `received`).
+    quiet_feed: bool,
     /// Our own frames waiting to go out on a detached connection.
     control: Vec<u8>,
     /// The highest stream id the client opened.
@@ -301,6 +306,8 @@ struct LiveStream {
     pages: usize,
     closed: bool,
     waker: Option<Waker>,
+    /// The client survives a GOAWAY with this stream open.
+    detach: bool,
 }
 
 /// One DATA frame of a page, as far as it has been written.
@@ -344,7 +351,8 @@ impl Conn {
 
     /// Takes over the response of the one request on this connection hyper has not answered
     /// yet, returning its stream id; `None` when that is ambiguous or the bytes are not HTTP/2.
-    pub fn claim(&self) -> Option<u32> {
+    /// `detach`: the client may be left by hyper once this stream is alone (see `goaway`).
+    pub fn claim(&self, detach: bool) -> Option<u32> {
         let mut st = self.lock();
         if st.dead || st.unanswered_reset || st.inbound.lost() || st.outbound.lost() {
             return None;
@@ -367,6 +375,7 @@ impl Conn {
             pages: 0,
             closed: false,
             waker: None,
+            detach,
         });
         Some(id)
     }
@@ -569,6 +578,8 @@ impl State {
             hyper_io: Instant::now(),
             detach: Detach::No,
             may_detach: false,
+            control_mid: false,
+            quiet_feed: false,
             control: Vec::new(),
             last_stream: 0,
             table_changed: false,
@@ -583,6 +594,7 @@ impl State {
             return false;
         };
         !self.dead
+            && s.detach
             && s.answered
             && !s.closed
             && matches!(self.open.as_slice(), [(id, true)] if *id == s.id)
@@ -633,6 +645,7 @@ impl State {
                 if self.control.is_empty() {
                     self.control = Vec::new();
                 }
+                self.control_mid = !self.control.is_empty() && (n > 0 || self.control_mid);
                 self.control.is_empty()
             }
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => false,
@@ -661,7 +674,8 @@ impl State {
     /// and hyper's framing allow.
     fn flush(&mut self, sock: &TcpStream) {
         while !self.dead {
-            if self.partial.is_none() && !self.control.is_empty() {
+            let between = self.control_mid || self.outbound.at_boundary();
+            if self.partial.is_none() && !self.control.is_empty() && between {
                 if !self.send_control(sock) {
                     return;
                 }
@@ -933,6 +947,7 @@ impl State {
             return bytes.len();
         }
         let before = self.inbound.clone();
+        let started_between = before.at_boundary();
         let mut events = Vec::new();
         self.inbound.feed(bytes, &mut |e| events.push(e));
         let mut keep = bytes.len();
@@ -945,11 +960,23 @@ impl State {
         }
         let bytes = &mut bytes[..keep];
         let mut update_at = None;
+        let mut ping_at = None;
         let mut more_window = false;
+        // Frames begun here, and those of them hidden from hyper (see `quiet_feed`).
+        let (mut begun, mut hidden) = (0, 0);
+        // Client PINGs are answered here while a live stream waits to leave hyper, so that a
+        // client pinging as it receives (grpc-go's BDP estimation) still lets hyper go quiet.
+        let answer_pings = self.may_detach && self.live.iter().any(|s| s.detach && !s.closed);
         for e in events {
+            if matches!(e, Event::Start { .. }) {
+                begun += 1;
+            }
             match e {
                 Event::Start { head, at } if head.ty == frames::WINDOW_UPDATE => {
                     update_at = at.filter(|a| head.len == 4 && a + 13 <= bytes.len());
+                }
+                Event::Start { head, at } if head.ty == frames::PING => {
+                    ping_at = at.filter(|a| head.len == 8 && a + 17 <= bytes.len());
                 }
                 Event::Start { head, .. }
                     if head.ty == frames::HEADERS
@@ -967,6 +994,13 @@ impl State {
                     self.idle_since = None;
                 }
                 Event::Ping(data) if self.detach == Detach::Done => {
+                    self.control_frame(frames::PING, frames::ACK, 0, &data);
+                }
+                Event::Ping(data) if answer_pings && ping_at.is_some() => {
+                    if let Some(at) = ping_at.take() {
+                        bytes[at + 3] = frames::UNKNOWN;
+                        hidden += 1;
+                    }
                     self.control_frame(frames::PING, frames::ACK, 0, &data);
                 }
                 Event::End(head)
@@ -1001,7 +1035,9 @@ impl State {
                         };
                         let taken = (*debt).min(inc);
                         *debt -= taken;
-                        rewrite_update(&mut bytes[at..at + 13], inc - taken);
+                        if rewrite_update(&mut bytes[at..at + 13], inc - taken) {
+                            hidden += 1;
+                        }
                     }
                 }
                 Event::Setting {
@@ -1018,6 +1054,7 @@ impl State {
                 _ => {}
             }
         }
+        self.quiet_feed = begun == hidden && started_between && self.inbound.at_boundary();
         if more_window || !self.control.is_empty() {
             // Hyper's held DATA goes first; the live frames follow on the next write.
             match self.blocked.take() {
@@ -1185,7 +1222,7 @@ impl ConnIo {
             if st.dead {
                 return Poll::Ready(Err(io::ErrorKind::BrokenPipe.into()));
             }
-            if st.partial.is_none() {
+            if st.partial.is_none() && !st.control_mid {
                 break;
             }
             ready!(sock.poll_write_ready(cx))?;
@@ -1278,9 +1315,11 @@ impl ConnIo {
                         return Poll::Ready(Ok(()));
                     }
                     let mut st = self.conn.lock();
-                    st.hyper_io = Instant::now();
                     let new = &mut buf.filled_mut()[filled..filled + n];
                     let keep = st.received(new, sock);
+                    if !st.quiet_feed {
+                        st.hyper_io = Instant::now();
+                    }
                     if keep < n {
                         st.held.extend_from_slice(&new[keep..]);
                         buf.set_filled(filled + keep);
@@ -1317,10 +1356,11 @@ fn write_plain(
 }
 
 /// Writes `increment` into a whole WINDOW_UPDATE frame, or makes it a frame of an unknown type
-/// (which hyper ignores) when nothing is left: an increment of 0 is a protocol error.
-fn rewrite_update(frame: &mut [u8], increment: i64) {
+/// (which hyper ignores) when nothing is left, an increment of 0 being a protocol error; `true`
+/// in that case.
+fn rewrite_update(frame: &mut [u8], increment: i64) -> bool {
     let Ok(inc) = u32::try_from(increment) else {
-        return;
+        return false;
     };
     if inc == 0 {
         frame[3] = frames::UNKNOWN;
@@ -1329,6 +1369,7 @@ fn rewrite_update(frame: &mut [u8], increment: i64) {
         frame[9..13].copy_from_slice(&inc.to_be_bytes());
         frame[9] |= reserved;
     }
+    inc == 0
 }
 
 /// A header block of `fields` as literals without indexing (RFC 7541 §6.2.2), after a table
@@ -1467,6 +1508,7 @@ mod tests {
             pages: 0,
             closed: false,
             waker: None,
+            detach: true,
         }
     }
 
@@ -1557,15 +1599,15 @@ mod tests {
         let mut first = PREFACE_AND_SETTINGS.to_vec();
         first.extend(headers(1));
         conn.lock().received(&mut first, &conn.sock);
-        assert_eq!(conn.claim(), Some(1), "the only request");
-        assert_eq!(conn.claim(), None, "already claimed");
+        assert_eq!(conn.claim(true), Some(1), "the only request");
+        assert_eq!(conn.claim(true), None, "already claimed");
         let mut two = headers(3);
         two.extend(headers(5));
         conn.lock().received(&mut two, &conn.sock);
-        assert_eq!(conn.claim(), None, "two requests waiting: ambiguous");
+        assert_eq!(conn.claim(true), None, "two requests waiting: ambiguous");
         conn.lock().received(&mut rst(3), &conn.sock);
         assert_eq!(
-            conn.claim(),
+            conn.claim(true),
             None,
             "after a reset of a request not answered yet, elimination can pick the wrong one"
         );
@@ -1661,6 +1703,37 @@ mod tests {
             st.open.iter().all(|(id, _)| *id != 5),
             "a refused stream is not kept"
         );
+    }
+
+    #[tokio::test]
+    async fn pings_are_answered_for_hyper_while_a_live_stream_may_leave() {
+        use tokio::io::AsyncReadExt;
+        let (mut client, sock) = connected().await;
+        let mut st = State::new();
+        st.may_detach = true;
+        let mut first = PREFACE_AND_SETTINGS.to_vec();
+        first.extend(headers(1));
+        st.received(&mut first, &sock);
+        st.live.push(stream(1, 65_535));
+        assert!(!st.quiet_feed, "a request is hyper's");
+        let mut ping = Head::bytes(8, frames::PING, 0, 0).to_vec();
+        ping.extend_from_slice(b"12345678");
+        let keep = st.received(&mut ping, &sock);
+        assert_eq!(keep, ping.len());
+        assert_eq!(ping[3], frames::UNKNOWN, "hidden from hyper");
+        assert!(st.quiet_feed, "hyper stays quiet");
+        st.flush(&sock);
+        let mut expect = Vec::new();
+        frames::frame(&mut expect, frames::PING, frames::ACK, 0, b"12345678");
+        let mut got = vec![0; expect.len()];
+        client.read_exact(&mut got).await.expect("reads");
+        assert_eq!(got, expect, "answered by the wrapper");
+        st.live[0].detach = false;
+        let mut ping = Head::bytes(8, frames::PING, 0, 0).to_vec();
+        ping.extend_from_slice(b"87654321");
+        st.received(&mut ping, &sock);
+        assert_eq!(ping[3], frames::PING, "hyper answers when the stream stays");
+        assert!(!st.quiet_feed);
     }
 
     #[test]

@@ -135,15 +135,16 @@ impl Scanner {
         self.have
     }
 
-    /// Bytes at the end of what was fed that belong to a frame header not yet complete or to a
-    /// WINDOW_UPDATE frame not yet complete: held back, a frame whose increment may still be
-    /// rewritten is never half delivered.
+    /// Bytes at the end of what was fed that belong to a frame header not yet complete, or to
+    /// a WINDOW_UPDATE or PING frame not yet complete: held back, a frame that may still be
+    /// rewritten (an increment, or the frame hidden from hyper) is never half delivered.
     pub fn unfinished_update(&self) -> usize {
         if self.lost || self.preface > 0 {
             return 0;
         }
         match self.cur {
             Some(h) if h.ty == WINDOW_UPDATE && h.len == 4 => 9 + (4 - self.left as usize),
+            Some(h) if h.ty == PING && h.len == 8 => 9 + (8 - self.left as usize),
             Some(_) => 0,
             None => self.have,
         }

@@ -6,6 +6,7 @@ pub mod body;
 pub mod conn;
 mod detached;
 pub mod frames;
+pub mod goaway;
 
 pub use body::{DirectBody, H2Sink};
 pub use conn::{Conn, ConnInfo, ConnIo};
